@@ -1,0 +1,70 @@
+//! The checkpoint store's tables in PostgreSQL.
+//!
+//! `work_items` has one row per planned item; `batches` one row per uploaded object, recorded
+//! before any of its rows is deleted. The primary keys and row versions (`xmin`) of a batch are
+//! kept until its delete commits, so an interrupted batch is finished from this record, never by
+//! selecting again.
+
+/// Statements that create the checkpoint tables in `schema` (a plain identifier) if missing.
+/// Safe to run concurrently when wrapped in the caller's advisory lock.
+pub fn create_statements(schema: &str) -> Vec<String> {
+    vec![
+        format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {schema}.work_items (
+                id             bigserial PRIMARY KEY,
+                database       text        NOT NULL,
+                schema_name    text        NOT NULL,
+                table_name     text        NOT NULL,
+                range_start    timestamptz NOT NULL,
+                range_end      timestamptz NOT NULL,
+                generation     integer     NOT NULL DEFAULT 0,
+                state          text        NOT NULL DEFAULT 'pending'
+                               CHECK (state IN ('pending', 'running', 'done', 'failed')),
+                lease_owner    text,
+                lease_until    timestamptz,
+                attempts       integer     NOT NULL DEFAULT 0,
+                last_error     text,
+                rows_archived  bigint      NOT NULL DEFAULT 0,
+                bytes_archived bigint      NOT NULL DEFAULT 0,
+                objects        integer     NOT NULL DEFAULT 0,
+                rows_short     bigint      NOT NULL DEFAULT 0,
+                manifest_key   text,
+                published_at   timestamptz,
+                created_at     timestamptz NOT NULL DEFAULT now(),
+                updated_at     timestamptz NOT NULL DEFAULT now(),
+                finished_at    timestamptz,
+                CHECK (range_start < range_end),
+                UNIQUE (database, schema_name, table_name, range_start, range_end, generation)
+            )"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS work_items_open ON {schema}.work_items (database, schema_name, table_name)
+             WHERE state <> 'done'"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {schema}.batches (
+                item_id       bigint      NOT NULL REFERENCES {schema}.work_items (id),
+                seq           integer     NOT NULL,
+                object_key    text        NOT NULL,
+                row_count     bigint      NOT NULL,
+                byte_size     bigint      NOT NULL,
+                sha256        text        NOT NULL,
+                store_checksum text       NOT NULL,
+                first_ts      text        NOT NULL,
+                first_pk      text        NOT NULL,
+                last_ts       text        NOT NULL,
+                last_pk       text        NOT NULL,
+                day           date        NOT NULL,
+                window_end    timestamptz NOT NULL,
+                pks           text[]      NOT NULL,
+                xmins         text[]      NOT NULL,
+                state         text        NOT NULL CHECK (state IN ('uploaded', 'deleted')),
+                deleted_count bigint,
+                created_at    timestamptz NOT NULL DEFAULT now(),
+                deleted_at    timestamptz,
+                PRIMARY KEY (item_id, seq)
+            )"
+        ),
+    ]
+}

@@ -1,0 +1,133 @@
+//! The contract between the coordinator and the workers.
+//!
+//! Everything both sides must agree on lives here and nowhere else: what a work item is, how it is
+//! named, where its objects go, what a manifest holds, and the checkpoint schema in PostgreSQL.
+//! This crate is plain data: no I/O, no runtime.
+
+pub mod checkpoint_schema;
+pub mod layout;
+pub mod manifest;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One unit of work: the rows of one table whose timestamp falls in `[range_start, range_end)`.
+///
+/// `generation` tells apart two items over the same range: a range that was finished once and
+/// later received late rows gets a new item with the next generation, so its objects never
+/// overwrite the first item's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItem {
+    /// Row id in the checkpoint store.
+    pub id: i64,
+    /// The `databases[].name` of the configuration.
+    pub database: String,
+    pub schema: String,
+    pub table: String,
+    pub range_start: DateTime<Utc>,
+    pub range_end: DateTime<Utc>,
+    pub generation: i32,
+}
+
+impl WorkItem {
+    /// The item's name in object keys and logs, derived only from what identifies the item, so a
+    /// retry of the same item writes to the same keys: `20250101T000000Z-20250102T000000Z-g0`.
+    pub fn slug(&self) -> String {
+        format!(
+            "{}-{}-g{}",
+            self.range_start.format("%Y%m%dT%H%M%SZ"),
+            self.range_end.format("%Y%m%dT%H%M%SZ"),
+            self.generation
+        )
+    }
+
+    /// `database/schema.table`, for logs and summaries.
+    pub fn table_label(&self) -> String {
+        format!("{}/{}.{}", self.database, self.schema, self.table)
+    }
+}
+
+/// Where a work item stands in the checkpoint store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemState {
+    /// Planned, not yet claimed (or handed back).
+    Pending,
+    /// Claimed by a worker whose lease has not expired.
+    Running,
+    /// Every row archived, verified and deleted; the manifest is written.
+    Done,
+    /// Gave up after an error; `last_error` says why. Nothing half-done is left: its recorded
+    /// batches are finished when the item is resumed.
+    Failed,
+}
+
+impl ItemState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Pending => "pending",
+            ItemState::Running => "running",
+            ItemState::Done => "done",
+            ItemState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => ItemState::Pending,
+            "running" => ItemState::Running,
+            "done" => ItemState::Done,
+            "failed" => ItemState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// How batch objects are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Gzip,
+}
+
+impl Compression {
+    /// File name ending of a batch object.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Zstd => "jsonl.zst",
+            Compression::Gzip => "jsonl.gz",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn slug_is_derived_from_range_and_generation_only() {
+        let item = WorkItem {
+            id: 7,
+            database: "db".into(),
+            schema: "public".into(),
+            table: "audit".into(),
+            range_start: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+            range_end: Utc.with_ymd_and_hms(2025, 1, 2, 0, 0, 0).unwrap(),
+            generation: 3,
+        };
+        assert_eq!(item.slug(), "20250101T000000Z-20250102T000000Z-g3");
+        let other_id = WorkItem { id: 99, ..item.clone() };
+        assert_eq!(item.slug(), other_id.slug());
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in [ItemState::Pending, ItemState::Running, ItemState::Done, ItemState::Failed] {
+            assert_eq!(ItemState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(ItemState::parse("finished"), None);
+    }
+}

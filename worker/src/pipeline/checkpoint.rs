@@ -1,0 +1,357 @@
+//! The checkpoint store: work items, leases and batch records in PostgreSQL.
+//!
+//! Input: state changes of items and batches. Output: durable rows in `{schema}.work_items` and
+//! `{schema}.batches`. Invariants: a batch is recorded (key, rows, checksum, key bounds, primary
+//! keys and row versions) before any of its rows is deleted; every write on behalf of a worker
+//! checks that it still holds the item's lease, so a worker that lost its lease changes nothing.
+
+use std::time::Duration;
+
+use archiver_proto::{checkpoint_schema, ItemState, WorkItem};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgPool, Postgres};
+
+/// One uploaded object as recorded before its rows are deleted.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BatchRecord {
+    pub item_id: i64,
+    pub seq: i32,
+    pub object_key: String,
+    pub row_count: i64,
+    pub byte_size: i64,
+    pub sha256: String,
+    pub store_checksum: String,
+    pub first_ts: String,
+    pub first_pk: String,
+    pub last_ts: String,
+    pub last_pk: String,
+    pub day: NaiveDate,
+    pub window_end: DateTime<Utc>,
+    pub pks: Vec<String>,
+    pub xmins: Vec<String>,
+    pub state: String,
+    pub deleted_count: Option<i64>,
+}
+
+/// A row of `work_items` with its progress.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ItemRow {
+    pub id: i64,
+    pub database: String,
+    pub schema_name: String,
+    pub table_name: String,
+    pub range_start: DateTime<Utc>,
+    pub range_end: DateTime<Utc>,
+    pub generation: i32,
+    pub state: String,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub rows_archived: i64,
+    pub bytes_archived: i64,
+    pub objects: i32,
+    pub rows_short: i64,
+}
+
+impl ItemRow {
+    pub fn item(&self) -> WorkItem {
+        WorkItem {
+            id: self.id,
+            database: self.database.clone(),
+            schema: self.schema_name.clone(),
+            table: self.table_name.clone(),
+            range_start: self.range_start,
+            range_end: self.range_end,
+            generation: self.generation,
+        }
+    }
+
+    pub fn state(&self) -> Option<ItemState> {
+        ItemState::parse(&self.state)
+    }
+}
+
+const ITEM_COLUMNS: &str = "id, database, schema_name, table_name, range_start, range_end, generation, state, \
+     lease_owner, lease_until, attempts, last_error, rows_archived, bytes_archived, objects, rows_short";
+
+/// The checkpoint tables of one database (a source database, or the shared `checkpoint.url`).
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    pool: PgPool,
+    schema: String,
+    /// True when these tables live in the source database itself, so that a delete and its
+    /// checkpoint commit in one transaction.
+    pub in_source: bool,
+}
+
+impl CheckpointStore {
+    pub fn new(pool: PgPool, schema: &str, in_source: bool) -> Self {
+        CheckpointStore { pool, schema: schema.to_string(), in_source }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// `schema.name`; the schema is validated as a plain identifier when the config loads.
+    pub fn t(&self, name: &str) -> String {
+        format!("{}.{}", self.schema, name)
+    }
+
+    /// Creates the tables if missing. Concurrent callers serialize on an advisory lock whose id is
+    /// derived from the schema name (the same in every process).
+    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("audit_archiver:migrate:{}", self.schema))
+            .execute(&mut *tx)
+            .await?;
+        for stmt in checkpoint_schema::create_statements(&self.schema) {
+            sqlx::query(&stmt).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Whether the tables exist (a dry run must not create them).
+    pub async fn exists(&self) -> Result<bool, sqlx::Error> {
+        let (found,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+            .bind(self.t("work_items"))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(found)
+    }
+
+    /// Items of a table that are not done.
+    pub async fn unfinished(&self, database: &str, schema: &str, table: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {ITEM_COLUMNS} FROM {} WHERE database = $1 AND schema_name = $2 AND table_name = $3
+             AND state <> 'done' ORDER BY range_start",
+            self.t("work_items")
+        ))
+        .bind(database)
+        .bind(schema)
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn item(&self, id: i64) -> Result<Option<ItemRow>, sqlx::Error> {
+        sqlx::query_as(&format!("SELECT {ITEM_COLUMNS} FROM {} WHERE id = $1", self.t("work_items")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Inserts a pending item for the range with the next free generation and returns it.
+    pub async fn insert_item<'e, E>(
+        &self,
+        exec: E,
+        database: &str,
+        schema: &str,
+        table: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<WorkItem, sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = Postgres>,
+    {
+        let wi = self.t("work_items");
+        let (id, generation): (i64, i32) = sqlx::query_as(&format!(
+            "INSERT INTO {wi} (database, schema_name, table_name, range_start, range_end, generation)
+             SELECT $1, $2, $3, $4, $5, coalesce(max(generation) + 1, 0) FROM {wi}
+             WHERE database = $1 AND schema_name = $2 AND table_name = $3 AND range_start = $4 AND range_end = $5
+             RETURNING id, generation"
+        ))
+        .bind(database)
+        .bind(schema)
+        .bind(table)
+        .bind(start)
+        .bind(end)
+        .fetch_one(exec)
+        .await?;
+        Ok(WorkItem {
+            id,
+            database: database.into(),
+            schema: schema.into(),
+            table: table.into(),
+            range_start: start,
+            range_end: end,
+            generation,
+        })
+    }
+
+    /// Claims an item for `owner` if it is pending, failed, or running under an expired lease.
+    /// Returns None if it is done or another worker holds a live lease.
+    pub async fn claim(&self, id: i64, owner: &str, lease: Duration) -> Result<Option<ItemRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "UPDATE {} SET state = 'running', lease_owner = $2, lease_until = now() + $3,
+                attempts = attempts + 1, updated_at = now()
+             WHERE id = $1 AND (state IN ('pending', 'failed') OR (state = 'running' AND lease_until < now()))
+             RETURNING {ITEM_COLUMNS}",
+            self.t("work_items")
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(lease)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Extends the lease; false if it was lost (expired and taken, or the item is no longer ours).
+    pub async fn heartbeat(&self, id: i64, owner: &str, lease: Duration) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(&format!(
+            "UPDATE {} SET lease_until = now() + $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'
+             AND lease_until > now()",
+            self.t("work_items")
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(lease)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The lease check used inside a delete transaction: locks the item row until commit, so the
+    /// lease cannot expire and be taken between the check and the delete's commit.
+    pub async fn hold_lease(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        id: i64,
+        owner: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let row: Option<(i64,)> = sqlx::query_as(&format!(
+            "SELECT id FROM {} WHERE id = $1 AND lease_owner = $2 AND state = 'running' AND lease_until > now()
+             FOR UPDATE",
+            self.t("work_items")
+        ))
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(conn)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Hands an unfinished item back (graceful shutdown): pending again, lease cleared.
+    pub async fn release(&self, id: i64, owner: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE {} SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = now()
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            self.t("work_items")
+        ))
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    pub async fn fail(&self, id: i64, owner: &str, error: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE {} SET state = 'failed', last_error = $3, lease_owner = NULL, lease_until = NULL,
+                updated_at = now()
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            self.t("work_items")
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// Marks the item done after its manifest was written. False if the lease was lost first.
+    pub async fn finish(&self, id: i64, owner: &str, manifest_key: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(&format!(
+            "UPDATE {} SET state = 'done', manifest_key = $3, lease_owner = NULL, lease_until = NULL,
+                last_error = NULL, finished_at = now(), updated_at = now()
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            self.t("work_items")
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(manifest_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn batches(&self, item_id: i64) -> Result<Vec<BatchRecord>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT item_id, seq, object_key, row_count, byte_size, sha256, store_checksum, first_ts, first_pk,
+                last_ts, last_pk, day, window_end, pks, xmins, state, deleted_count
+             FROM {} WHERE item_id = $1 ORDER BY seq",
+            self.t("batches")
+        ))
+        .bind(item_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Records an uploaded, verified batch, if `owner` still holds the item. False if not.
+    pub async fn record_batch(&self, b: &BatchRecord, owner: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(&format!(
+            "INSERT INTO {} (item_id, seq, object_key, row_count, byte_size, sha256, store_checksum, first_ts,
+                first_pk, last_ts, last_pk, day, window_end, pks, xmins, state)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'uploaded'
+             WHERE EXISTS (SELECT 1 FROM {} WHERE id = $1 AND lease_owner = $16 AND state = 'running'
+                           AND lease_until > now())",
+            self.t("batches"),
+            self.t("work_items")
+        ))
+        .bind(b.item_id)
+        .bind(b.seq)
+        .bind(&b.object_key)
+        .bind(b.row_count)
+        .bind(b.byte_size)
+        .bind(&b.sha256)
+        .bind(&b.store_checksum)
+        .bind(&b.first_ts)
+        .bind(&b.first_pk)
+        .bind(&b.last_ts)
+        .bind(&b.last_pk)
+        .bind(b.day)
+        .bind(b.window_end)
+        .bind(&b.pks)
+        .bind(&b.xmins)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Marks a batch deleted and adds it to the item's totals. Runs on the caller's connection so
+    /// that, with the store inside the source database, it commits with the delete itself.
+    pub async fn mark_deleted(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        b: &BatchRecord,
+        deleted: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE {} SET state = 'deleted', deleted_count = $3, deleted_at = now(), pks = '{{}}', xmins = '{{}}'
+             WHERE item_id = $1 AND seq = $2 AND state = 'uploaded'",
+            self.t("batches")
+        ))
+        .bind(b.item_id)
+        .bind(b.seq)
+        .bind(deleted)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(&format!(
+            "UPDATE {} SET rows_archived = rows_archived + $2, bytes_archived = bytes_archived + $3,
+                objects = objects + 1, rows_short = rows_short + $4, updated_at = now()
+             WHERE id = $1",
+            self.t("work_items")
+        ))
+        .bind(b.item_id)
+        .bind(b.row_count)
+        .bind(b.byte_size)
+        .bind(b.row_count - deleted)
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+    }
+}

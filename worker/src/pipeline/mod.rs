@@ -1,0 +1,580 @@
+//! The archive pipeline: one work item from claim to manifest.
+//!
+//! For each batch: extract -> encode -> upload -> verify -> checkpoint (record) -> delete. The
+//! next batch is read and encoded while the previous one uploads and deletes. A crash at any point
+//! leaves either an unrecorded object (overwritten by the retry under the same key, or removed when
+//! the item finishes) or a recorded batch (finished from its record on resume, never by selecting
+//! again). Standalone mode and distributed workers both call [`Pipeline::run_item`].
+
+pub mod checkpoint;
+pub mod delete;
+pub mod encode;
+pub mod extract;
+pub mod upload;
+pub mod verify;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archiver_proto::manifest::{KeyBound, Manifest, ManifestObject, FORMAT};
+use archiver_proto::{layout, WorkItem};
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::checkpoint::{BatchRecord, CheckpointStore};
+use self::delete::DeleteLimits;
+use self::encode::Encoder;
+use self::extract::{Extracted, TableSql, Window};
+use self::verify::Verification;
+use crate::storage::{ObjectStore, StorageError};
+use crate::table::TableInfo;
+
+/// Why a work item did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("verification failed: {0}")]
+    Verify(String),
+    #[error("the lease on the work item was lost; another worker may own it now")]
+    LeaseLost,
+    #[error("stopped at a safe point")]
+    Cancelled,
+    #[error("{0}")]
+    Invalid(String),
+    /// Test-only crash emulation: the item stops dead, with no clean-up, as if the process died.
+    #[error("crash injected at {0:?}")]
+    Crashed(Point),
+}
+
+impl PipelineError {
+    /// Worth another attempt later (connection trouble, timeouts, store hiccups).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PipelineError::Database(e) => db_retryable(e),
+            PipelineError::Storage(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+fn db_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => matches!(
+            d.code().as_deref(),
+            // lock_not_available, deadlock, serialization, query_canceled (statement_timeout),
+            // admin shutdown, cannot connect now, too many connections
+            Some("55P03" | "40P01" | "40001" | "57014" | "57P01" | "57P03" | "53300")
+        ),
+        _ => false,
+    }
+}
+
+/// Points of the pipeline where tests inject faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// A batch was read and encoded.
+    Extracted,
+    /// Its object was stored.
+    Uploaded,
+    /// Its record was committed to the checkpoint store.
+    Recorded,
+    /// Its rows were deleted.
+    Deleted,
+    /// The manifest was written, before the item is marked done.
+    ManifestWritten,
+}
+
+impl Point {
+    fn name(self) -> &'static str {
+        match self {
+            Point::Extracted => "extracted",
+            Point::Uploaded => "uploaded",
+            Point::Recorded => "recorded",
+            Point::Deleted => "deleted",
+            Point::ManifestWritten => "manifest",
+        }
+    }
+}
+
+/// Called at every [`Point`]; an error stops the item there. Production uses [`NoHooks`].
+#[async_trait]
+pub trait Hooks: Send + Sync {
+    async fn at(&self, point: Point, item: &WorkItem, seq: i32) -> Result<(), PipelineError>;
+}
+
+pub struct NoHooks;
+
+#[async_trait]
+impl Hooks for NoHooks {
+    async fn at(&self, point: Point, _item: &WorkItem, seq: i32) -> Result<(), PipelineError> {
+        crash_from_env(point, seq);
+        Ok(())
+    }
+}
+
+/// Crash injection for the process-level tests: `ARCHIVER_CRASH_AT=uploaded:2` aborts the whole
+/// process (no destructors, no clean-up) right after batch 2's upload.
+fn crash_from_env(point: Point, seq: i32) {
+    static SPEC: std::sync::OnceLock<Option<(String, i32)>> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        let v = std::env::var("ARCHIVER_CRASH_AT").ok()?;
+        let (p, s) = v.split_once(':')?;
+        Some((p.to_string(), s.parse().ok()?))
+    });
+    if let Some((p, s)) = spec {
+        if p == point.name() && *s == seq {
+            eprintln!("ARCHIVER_CRASH_AT={p}:{s}: aborting the process");
+            std::process::abort();
+        }
+    }
+}
+
+/// A source database and where its checkpoints live.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub pool: PgPool,
+    pub checkpoints: CheckpointStore,
+}
+
+/// How an item ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemReport {
+    pub rows: i64,
+    pub bytes: i64,
+    pub objects: i64,
+    /// Rows archived but not deleted (changed or removed by someone else meanwhile).
+    pub rows_short: i64,
+}
+
+/// Everything needed to run work items.
+pub struct Pipeline {
+    pub store: Arc<dyn ObjectStore>,
+    pub sources: HashMap<String, Source>,
+    /// Inspected tables, by (database, schema, table).
+    pub tables: HashMap<(String, String, String), Arc<TableInfo>>,
+    pub worker_id: String,
+    pub lease: Duration,
+    pub hooks: Arc<dyn Hooks>,
+}
+
+/// Counters a progress display can read while items run.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub rows: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Pipeline {
+    fn table(&self, item: &WorkItem) -> Result<Arc<TableInfo>, PipelineError> {
+        self.tables
+            .get(&(item.database.clone(), item.schema.clone(), item.table.clone()))
+            .cloned()
+            .ok_or_else(|| PipelineError::Invalid(format!("{} is not a configured table", item.table_label())))
+    }
+
+    fn source(&self, item: &WorkItem) -> Result<&Source, PipelineError> {
+        self.sources
+            .get(&item.database)
+            .ok_or_else(|| PipelineError::Invalid(format!("database {:?} is not configured", item.database)))
+    }
+
+    /// Claims the item, archives it, and records how it ended: done, failed (with its error), or
+    /// handed back (cancelled). Returns Ok(None) if another worker holds it or it is done already.
+    pub async fn run_item(
+        &self,
+        item_id: i64,
+        database: &str,
+        cancel: &CancellationToken,
+        progress: &Progress,
+    ) -> Result<Option<ItemReport>, PipelineError> {
+        let source = self
+            .sources
+            .get(database)
+            .ok_or_else(|| PipelineError::Invalid(format!("database {database:?} is not configured")))?;
+        let cp = &source.checkpoints;
+        let Some(row) = cp.claim(item_id, &self.worker_id, self.lease).await? else {
+            return Ok(None);
+        };
+        let item = row.item();
+        let lost = Arc::new(AtomicBool::new(false));
+        let stop = cancel.child_token();
+        let heartbeat = tokio::spawn(heartbeat(cp.clone(), item.id, self.worker_id.clone(), self.lease, lost.clone(), stop.clone()));
+        let span = tracing::info_span!("archive_item", item = %item.slug(), table = %item.table_label());
+        let result = tracing::Instrument::instrument(self.archive(&item, &stop, &lost, progress), span).await;
+        heartbeat.abort();
+        match result {
+            Ok(report) => Ok(Some(report)),
+            Err(PipelineError::Crashed(p)) => Err(PipelineError::Crashed(p)),
+            Err(PipelineError::Cancelled) => {
+                cp.release(item.id, &self.worker_id).await?;
+                Err(PipelineError::Cancelled)
+            }
+            Err(PipelineError::LeaseLost) => Err(PipelineError::LeaseLost),
+            Err(e) => {
+                tracing::error!(item = %item.slug(), table = %item.table_label(), error = %e, "work item failed");
+                cp.fail(item.id, &self.worker_id, &e.to_string()).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The item's work once claimed.
+    async fn archive(
+        &self,
+        item: &WorkItem,
+        stop: &CancellationToken,
+        lost: &AtomicBool,
+        progress: &Progress,
+    ) -> Result<ItemReport, PipelineError> {
+        let info = self.table(item)?;
+        let source = self.source(item)?;
+        let cp = &source.checkpoints;
+        let sql = Arc::new(TableSql::new(&info));
+        let s = &info.settings;
+        let limits = DeleteLimits { lock_timeout: s.lock_timeout, statement_timeout: s.statement_timeout };
+
+        // 1. Finish what an earlier attempt recorded but did not delete.
+        let recorded = cp.batches(item.id).await?;
+        for b in recorded.iter().filter(|b| b.state == "uploaded") {
+            tracing::info!(key = %b.object_key, seq = b.seq, "finishing a batch recorded by an earlier attempt");
+            self.check_recorded(b).await?;
+            self.delete(source, &sql, b, &limits, lost).await?;
+            self.hooks.at(Point::Deleted, item, b.seq).await?;
+        }
+
+        // 2. Read, store and delete the rest, reading batch n+1 while batch n is stored.
+        let resume = recorded.last().map(|b| {
+            (Window { start: b.day.and_hms_opt(0, 0, 0).unwrap().and_utc().max(item.range_start), end: b.window_end }, (b.last_ts.clone(), b.last_pk.clone()))
+        });
+        let next_seq = recorded.last().map_or(0, |b| b.seq + 1);
+        let (tx, mut rx) = mpsc::channel(1);
+        let producer = tokio::spawn(produce(
+            source.pool.clone(),
+            sql.clone(),
+            item.clone(),
+            info.clone(),
+            resume,
+            next_seq,
+            tx,
+            stop.clone(),
+        ));
+        let started = Instant::now();
+        let mut rows_done = 0u64;
+        let outcome: Result<(), PipelineError> = async {
+            while let Some(next) = rx.recv().await {
+                let (seq, window, batch) = next?;
+                self.hooks.at(Point::Extracted, item, seq).await?;
+                self.store_batch(item, &info, source, &sql, &limits, seq, window, batch, lost, progress, &mut rows_done)
+                    .await?;
+                if stop.is_cancelled() {
+                    return Err(if lost.load(Ordering::SeqCst) { PipelineError::LeaseLost } else { PipelineError::Cancelled });
+                }
+                throttle(s.sleep_between_batches, s.max_rows_per_second, rows_done, started, stop).await;
+            }
+            Ok(())
+        }
+        .await;
+        drop(rx);
+        let produced = producer.await.expect("producer task panicked");
+        outcome?;
+        produced?;
+        if stop.is_cancelled() {
+            return Err(if lost.load(Ordering::SeqCst) { PipelineError::LeaseLost } else { PipelineError::Cancelled });
+        }
+
+        // 3. Remove objects of interrupted attempts that no record names, then commit with the manifest.
+        let batches = cp.batches(item.id).await?;
+        self.remove_strays(item, &batches).await?;
+        let manifest = manifest(item, &info, &batches);
+        let key = layout::manifest_key(item);
+        let body = bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).expect("manifest serializes"));
+        let size = body.len() as u64;
+        let checksum = upload::upload(&*self.store, &key, body).await?;
+        match verify::verify(&*self.store, &key, size, &checksum).await? {
+            Verification::Verified => {}
+            other => return Err(PipelineError::Verify(other.describe(&key))),
+        }
+        self.hooks.at(Point::ManifestWritten, item, -1).await?;
+        if !cp.finish(item.id, &self.worker_id, &key).await? {
+            return Err(PipelineError::LeaseLost);
+        }
+        let report = ItemReport {
+            rows: manifest.total_rows,
+            bytes: manifest.total_bytes,
+            objects: manifest.objects.len() as i64,
+            rows_short: batches.iter().map(|b| b.row_count - b.deleted_count.unwrap_or(b.row_count)).sum(),
+        };
+        tracing::info!(item = %item.slug(), table = %item.table_label(), rows = report.rows, objects = report.objects, "work item done");
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_batch(
+        &self,
+        item: &WorkItem,
+        info: &TableInfo,
+        source: &Source,
+        sql: &TableSql,
+        limits: &DeleteLimits,
+        seq: i32,
+        window: Window,
+        batch: Extracted,
+        lost: &AtomicBool,
+        progress: &Progress,
+        rows_done: &mut u64,
+    ) -> Result<(), PipelineError> {
+        if lost.load(Ordering::SeqCst) {
+            return Err(PipelineError::LeaseLost);
+        }
+        let key = layout::data_key(item, window.day(), seq, info.settings.compression);
+        let size = batch.encoded.body.len() as u64;
+        let checksum = upload::upload(&*self.store, &key, batch.encoded.body.clone()).await?;
+        self.hooks.at(Point::Uploaded, item, seq).await?;
+        match verify::verify(&*self.store, &key, size, &checksum).await? {
+            Verification::Verified => {}
+            other => return Err(PipelineError::Verify(other.describe(&key))),
+        }
+        let record = BatchRecord {
+            item_id: item.id,
+            seq,
+            object_key: key,
+            row_count: batch.rows() as i64,
+            byte_size: size as i64,
+            sha256: hex::encode(batch.encoded.sha256),
+            store_checksum: checksum,
+            first_ts: batch.first.0,
+            first_pk: batch.first.1,
+            last_ts: batch.last.0,
+            last_pk: batch.last.1,
+            day: window.day(),
+            window_end: window.end,
+            pks: batch.pks,
+            xmins: batch.xmins,
+            state: "uploaded".into(),
+            deleted_count: None,
+        };
+        if !source.checkpoints.record_batch(&record, &self.worker_id).await? {
+            return Err(PipelineError::LeaseLost);
+        }
+        self.hooks.at(Point::Recorded, item, seq).await?;
+        self.delete(source, sql, &record, limits, lost).await?;
+        self.hooks.at(Point::Deleted, item, seq).await?;
+        *rows_done += record.row_count as u64;
+        progress.rows.fetch_add(record.row_count as u64, Ordering::Relaxed);
+        progress.bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        source: &Source,
+        sql: &TableSql,
+        batch: &BatchRecord,
+        limits: &DeleteLimits,
+        lost: &AtomicBool,
+    ) -> Result<i64, PipelineError> {
+        if lost.load(Ordering::SeqCst) {
+            return Err(PipelineError::LeaseLost);
+        }
+        (|| async { delete::delete_batch(&source.pool, &source.checkpoints, sql, batch, &self.worker_id, limits).await })
+            .retry(db_backoff())
+            .when(PipelineError::is_retryable)
+            .notify(|e, wait| tracing::warn!(key = %batch.object_key, error = %e, ?wait, "delete failed; retrying"))
+            .await
+    }
+
+    /// A recorded batch is finished only if its object is still there, whole.
+    async fn check_recorded(&self, b: &BatchRecord) -> Result<(), PipelineError> {
+        match verify::verify(&*self.store, &b.object_key, b.byte_size as u64, &b.store_checksum).await? {
+            Verification::Verified => Ok(()),
+            other => Err(PipelineError::Verify(format!(
+                "recorded batch {} cannot be finished, its rows stay in the table: {}",
+                b.seq,
+                other.describe(&b.object_key)
+            ))),
+        }
+    }
+
+    /// Deletes this item's data objects that no batch record names: left by an attempt that
+    /// crashed between upload and record, or overtaken by a retry that cut batches differently.
+    async fn remove_strays(&self, item: &WorkItem, batches: &[BatchRecord]) -> Result<(), PipelineError> {
+        let keep: BTreeSet<&str> = batches.iter().map(|b| b.object_key.as_str()).collect();
+        let name_prefix = layout::data_name_prefix(item);
+        let mut day = item.range_start.date_naive();
+        let last = (item.range_end - chrono::Duration::microseconds(1)).date_naive();
+        while day <= last {
+            let prefix = format!("{}{}", layout::day_prefix(item, day), name_prefix);
+            for key in self.store.list(&prefix).await? {
+                if !keep.contains(key.as_str()) {
+                    tracing::info!(%key, "removing an object of an interrupted attempt that no batch record names");
+                    self.store.delete(&key).await?;
+                }
+            }
+            day = day.succ_opt().expect("date in range");
+        }
+        Ok(())
+    }
+}
+
+fn db_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(5)
+        .with_jitter()
+}
+
+type Produced = Result<(i32, Window, Extracted), PipelineError>;
+
+/// Reads the item's batches in order and hands them over one at a time.
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    pool: PgPool,
+    sql: Arc<TableSql>,
+    item: WorkItem,
+    info: Arc<TableInfo>,
+    resume: Option<(Window, (String, String))>,
+    mut seq: i32,
+    tx: mpsc::Sender<Produced>,
+    stop: CancellationToken,
+) -> Result<(), PipelineError> {
+    let s = &info.settings;
+    let (mut window, mut after) = match resume {
+        Some((w, last)) => (w, Some(last)),
+        None => (Window::at(item.range_start, item.range_end), None),
+    };
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let encoder = Encoder::new(s.compression, s.compression_level);
+        let read = async {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+                .bind(format!("{}ms", s.statement_timeout.as_millis()))
+                .execute(&mut *conn)
+                .await?;
+            extract::next_batch(&mut conn, &sql, window, after.as_ref(), s.batch_size, encoder).await
+        };
+        let batch = match read.await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return Ok(());
+            }
+        };
+        match batch {
+            Some(b) => {
+                let full = b.rows() as u32 >= s.batch_size;
+                let last = b.last.clone();
+                if tx.send(Ok((seq, window, b))).await.is_err() {
+                    return Ok(()); // the consumer stopped
+                }
+                seq += 1;
+                if full {
+                    after = Some(last);
+                    continue;
+                }
+            }
+            None => {}
+        }
+        if window.end >= item.range_end {
+            return Ok(());
+        }
+        window = Window::at(window.end, item.range_end);
+        after = None;
+    }
+}
+
+/// Keeps extension promises: `sleep_between_batches` after each batch, and at most
+/// `max_rows_per_second` on average since the item started.
+async fn throttle(
+    pause: Duration,
+    max_rows_per_second: Option<u32>,
+    rows_done: u64,
+    started: Instant,
+    stop: &CancellationToken,
+) {
+    let mut wait = pause;
+    if let Some(rate) = max_rows_per_second {
+        let due = Duration::from_secs_f64(rows_done as f64 / rate as f64);
+        wait = wait.max(due.saturating_sub(started.elapsed()));
+    }
+    if !wait.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+/// Renews the lease every third of its duration; on loss, flags it and stops the item.
+async fn heartbeat(
+    cp: CheckpointStore,
+    id: i64,
+    owner: String,
+    lease: Duration,
+    lost: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match cp.heartbeat(id, &owner, lease).await {
+            Ok(true) => last_ok = Instant::now(),
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(item = id, error = %e, "lease renewal failed");
+                if last_ok.elapsed() < lease {
+                    continue;
+                }
+                break;
+            }
+        }
+    }
+    tracing::error!(item = id, "lease lost; stopping the item before its next delete");
+    lost.store(true, Ordering::SeqCst);
+    stop.cancel();
+}
+
+fn manifest(item: &WorkItem, info: &TableInfo, batches: &[BatchRecord]) -> Manifest {
+    let objects: Vec<ManifestObject> = batches
+        .iter()
+        .map(|b| ManifestObject {
+            key: b.object_key.clone(),
+            seq: b.seq,
+            rows: b.row_count,
+            bytes: b.byte_size,
+            sha256: b.sha256.clone(),
+            first_key: KeyBound { ts: b.first_ts.clone(), pk: b.first_pk.clone() },
+            last_key: KeyBound { ts: b.last_ts.clone(), pk: b.last_pk.clone() },
+        })
+        .collect();
+    Manifest {
+        format: FORMAT,
+        database: item.database.clone(),
+        schema: item.schema.clone(),
+        table: item.table.clone(),
+        range_start: item.range_start,
+        range_end: item.range_end,
+        generation: item.generation,
+        created_at: Utc::now(),
+        compression: info.settings.compression,
+        timestamp_column: info.settings.timestamp_column.clone(),
+        primary_key: info.settings.primary_key.clone(),
+        columns: info.columns.clone(),
+        total_rows: objects.iter().map(|o| o.rows).sum(),
+        total_bytes: objects.iter().map(|o| o.bytes).sum(),
+        objects,
+    }
+}

@@ -1,0 +1,107 @@
+//! What the archiver needs to know about a table, checked before any work.
+//!
+//! Input: a configured table. Output: [`TableInfo`] with its columns and the SQL types of the
+//! timestamp and primary-key columns. Invariant: a table is accepted only if it exists, both
+//! columns exist, the timestamp column is a date or timestamp, and the primary-key column is
+//! NOT NULL and alone carries a unique index, so that deleting by its values deletes exactly the
+//! rows named.
+
+use archiver_proto::manifest::Column;
+use sqlx::PgPool;
+
+use crate::config::TableSettings;
+
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub settings: TableSettings,
+    pub columns: Vec<Column>,
+    /// `format_type` of the timestamp column.
+    pub ts_type: String,
+    /// `format_type` of the primary-key column.
+    pub pk_type: String,
+}
+
+/// Why a table cannot be archived.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("{table}: {problem}")]
+    Invalid { table: String, problem: String },
+    #[error("{table}: cannot inspect the table: {source}")]
+    Database { table: String, source: sqlx::Error },
+}
+
+impl TableInfo {
+    pub async fn inspect(pool: &PgPool, settings: &TableSettings) -> Result<Self, TableError> {
+        let label = format!("{}/{}.{}", settings.database, settings.schema, settings.table);
+        let invalid = |problem: String| TableError::Invalid { table: label.clone(), problem };
+        let db_err = |source| TableError::Database { table: label.clone(), source };
+
+        let oid: Option<(sqlx::postgres::types::Oid,)> = sqlx::query_as(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+        )
+        .bind(&settings.schema)
+        .bind(&settings.table)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)?;
+        let Some((oid,)) = oid else {
+            return Err(invalid("table does not exist".into()));
+        };
+        let cols: Vec<(String, String, i16, bool)> = sqlx::query_as(
+            "SELECT attname::text, format_type(atttypid, atttypmod), attnum, attnotnull FROM pg_attribute
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        )
+        .bind(oid)
+        .fetch_all(pool)
+        .await
+        .map_err(db_err)?;
+        let find = |name: &str| cols.iter().find(|c| c.0 == name);
+        let Some(ts) = find(&settings.timestamp_column) else {
+            return Err(invalid(format!("timestamp_column {:?} does not exist", settings.timestamp_column)));
+        };
+        if !matches!(ts.1.as_str(), "timestamp with time zone" | "timestamp without time zone" | "date")
+            && !ts.1.starts_with("timestamp(")
+        {
+            return Err(invalid(format!(
+                "timestamp_column {:?} has type {}; expected timestamp, timestamptz or date",
+                settings.timestamp_column, ts.1
+            )));
+        }
+        let Some(pk) = find(&settings.primary_key) else {
+            return Err(invalid(format!("primary_key {:?} does not exist", settings.primary_key)));
+        };
+        let (unique,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1 AND indisunique AND indisvalid
+                AND indnkeyatts = 1 AND indkey[0] = $2 AND indpred IS NULL AND indexprs IS NULL)",
+        )
+        .bind(oid)
+        .bind(pk.2)
+        .fetch_one(pool)
+        .await
+        .map_err(db_err)?;
+        if !unique {
+            return Err(invalid(format!(
+                "primary_key {:?} has no unique index of its own; the archiver deletes by this column's \
+                 values and refuses a column that does not identify exactly one row",
+                settings.primary_key
+            )));
+        }
+        if !pk.3 {
+            return Err(invalid(format!(
+                "primary_key {:?} allows NULL; a row without a key could be archived but never deleted",
+                settings.primary_key
+            )));
+        }
+        Ok(TableInfo {
+            settings: settings.clone(),
+            ts_type: ts.1.clone(),
+            pk_type: pk.1.clone(),
+            columns: cols.iter().map(|c| Column { name: c.0.clone(), type_name: c.1.clone() }).collect(),
+        })
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}/{}.{}", self.settings.database, self.settings.schema, self.settings.table)
+    }
+}
