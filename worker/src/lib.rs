@@ -6,5 +6,7 @@
 pub mod config;
 pub mod db;
 pub mod pipeline;
+pub mod seed;
+pub mod setup;
 pub mod storage;
 pub mod table;

@@ -1,0 +1,219 @@
+//! Planning: cut each table's eligible time span into work items.
+//!
+//! Input: an inspected table, its source and checkpoint store. Output: the items to run: the
+//! table's unfinished items first (a restarted run resumes them, never plans over their rows), then
+//! new items for ranges that hold eligible rows. Invariants: the retention cutoff comes from the
+//! database clock and no range reaches past it; ranges are aligned to `range_interval` from the
+//! Unix epoch so every run cuts the same ranges; planning holds an advisory lock derived from the
+//! table's name, so two coordinators never plan the same rows twice.
+
+use std::time::Duration;
+
+use archiver_proto::WorkItem;
+use archiver_worker::db::{qualified, quote_ident};
+use archiver_worker::pipeline::checkpoint::ItemRow;
+use archiver_worker::pipeline::Source;
+use archiver_worker::table::TableInfo;
+use chrono::{DateTime, TimeZone, Utc};
+
+/// What planning found for one table.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub label: String,
+    pub cutoff: DateTime<Utc>,
+    /// Unfinished items taken up again (pending, failed, or running under a lease).
+    pub resumed: Vec<WorkItem>,
+    /// Items planned by this run (in a dry run: that would be planned).
+    pub new: Vec<WorkItem>,
+    /// Unfinished items left alone because their range now reaches past the cutoff.
+    pub skipped: Vec<(WorkItem, String)>,
+}
+
+impl TablePlan {
+    pub fn items(&self) -> impl Iterator<Item = &WorkItem> {
+        self.resumed.iter().chain(self.new.iter())
+    }
+}
+
+/// The retention cutoff by the database's clock.
+pub async fn cutoff(source: &Source, retention_days: u32) -> Result<DateTime<Utc>, sqlx::Error> {
+    let (c,): (DateTime<Utc>,) = sqlx::query_as("SELECT now() - make_interval(days => $1)")
+        .bind(retention_days as i32)
+        .fetch_one(&source.pool)
+        .await?;
+    Ok(c)
+}
+
+/// Rows older than the cutoff (NULL timestamps excluded).
+pub async fn eligible_rows(source: &Source, info: &TableInfo, cutoff: DateTime<Utc>) -> Result<i64, sqlx::Error> {
+    let s = &info.settings;
+    let (n,): (i64,) = sqlx::query_as(&format!(
+        "SELECT count(*) FROM {} WHERE {} < $1",
+        qualified(&s.schema, &s.table),
+        quote_ident(&s.timestamp_column)
+    ))
+    .bind(cutoff)
+    .fetch_one(&source.pool)
+    .await?;
+    Ok(n)
+}
+
+/// Plans one table. With `dry_run` nothing is written (and a missing checkpoint store reads as
+/// empty).
+pub async fn plan_table(source: &Source, info: &TableInfo, dry_run: bool) -> Result<TablePlan, sqlx::Error> {
+    let s = &info.settings;
+    let cutoff = cutoff(source, s.retention_days).await?;
+    let cp = &source.checkpoints;
+    let mut tx = if dry_run { None } else { Some(cp.pool().begin().await?) };
+    if let Some(tx) = tx.as_mut() {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("audit_archiver:plan:{}:{}.{}", s.database, s.schema, s.table))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let unfinished: Vec<ItemRow> = if dry_run && !cp.exists().await? {
+        Vec::new()
+    } else {
+        cp.unfinished(&s.database, &s.schema, &s.table).await?
+    };
+    let mut plan = TablePlan { label: info.label(), cutoff, resumed: Vec::new(), new: Vec::new(), skipped: Vec::new() };
+    for row in &unfinished {
+        let item = row.item();
+        if item.range_end > cutoff {
+            let why = format!("range ends {} after the cutoff {} (was retention raised?)", item.range_end, cutoff);
+            tracing::warn!(item = %item.slug(), table = %plan.label, "{why}; left unfinished");
+            plan.skipped.push((item, why));
+        } else {
+            plan.resumed.push(item);
+        }
+    }
+    let busy: Vec<(DateTime<Utc>, DateTime<Utc>)> = unfinished.iter().map(|r| (r.range_start, r.range_end)).collect();
+    let queries = RangeQueries::new(info);
+    let interval = s.range_interval;
+    let mut next = queries.min_ts(source, None, cutoff).await?;
+    while let Some(t) = next {
+        let start = align_down(t, interval);
+        let end = (start + chrono::Duration::from_std(interval).expect("interval fits")).min(cutoff);
+        for (a, b) in subtract((start, end), &busy) {
+            if !queries.any_rows(source, a, b).await? {
+                continue;
+            }
+            let item = match tx.as_mut() {
+                Some(tx) => cp.insert_item(&mut **tx, &s.database, &s.schema, &s.table, a, b).await?,
+                None => WorkItem {
+                    id: 0,
+                    database: s.database.clone(),
+                    schema: s.schema.clone(),
+                    table: s.table.clone(),
+                    range_start: a,
+                    range_end: b,
+                    generation: 0,
+                },
+            };
+            plan.new.push(item);
+        }
+        next = queries.min_ts(source, Some(end), cutoff).await?;
+    }
+    if let Some(tx) = tx {
+        tx.commit().await?;
+    }
+    Ok(plan)
+}
+
+struct RangeQueries {
+    min_ts: String,
+    any: String,
+}
+
+impl RangeQueries {
+    fn new(info: &TableInfo) -> Self {
+        let s = &info.settings;
+        let t = qualified(&s.schema, &s.table);
+        let ts = quote_ident(&s.timestamp_column);
+        RangeQueries {
+            min_ts: format!("SELECT min({ts})::timestamptz FROM {t} WHERE {ts} >= $1 AND {ts} < $2"),
+            any: format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {ts} >= $1 AND {ts} < $2)"),
+        }
+    }
+
+    /// The oldest timestamp in `[from, cutoff)`; `from` None means no lower bound.
+    async fn min_ts(
+        &self,
+        source: &Source,
+        from: Option<DateTime<Utc>>,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        let from = from.unwrap_or_else(|| Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap());
+        let (t,): (Option<DateTime<Utc>>,) =
+            sqlx::query_as(&self.min_ts).bind(from).bind(cutoff).fetch_one(&source.pool).await?;
+        Ok(t)
+    }
+
+    async fn any_rows(&self, source: &Source, a: DateTime<Utc>, b: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+        let (any,): (bool,) = sqlx::query_as(&self.any).bind(a).bind(b).fetch_one(&source.pool).await?;
+        Ok(any)
+    }
+}
+
+/// Start of the `interval`-wide slot (counted from the Unix epoch) that holds `t`.
+pub fn align_down(t: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    let step = interval.as_micros() as i64;
+    let micros = t.timestamp_micros();
+    DateTime::from_timestamp_micros(micros - micros.rem_euclid(step)).expect("in range")
+}
+
+/// `range` minus every range in `busy`, as ordered disjoint pieces.
+pub fn subtract(
+    range: (DateTime<Utc>, DateTime<Utc>),
+    busy: &[(DateTime<Utc>, DateTime<Utc>)],
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut pieces = vec![range];
+    for &(bs, be) in busy {
+        pieces = pieces
+            .into_iter()
+            .flat_map(|(a, b)| {
+                let mut out = Vec::new();
+                if be <= a || bs >= b {
+                    out.push((a, b));
+                } else {
+                    if a < bs {
+                        out.push((a, bs));
+                    }
+                    if be < b {
+                        out.push((be, b));
+                    }
+                }
+                out
+            })
+            .collect();
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 1, d, h, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn aligns_to_epoch_slots() {
+        assert_eq!(align_down(t(5, 13), Duration::from_secs(86_400)), t(5, 0));
+        assert_eq!(align_down(t(5, 13), Duration::from_secs(6 * 3600)), t(5, 12));
+        assert_eq!(align_down(t(5, 0), Duration::from_secs(86_400)), t(5, 0));
+    }
+
+    #[test]
+    fn subtract_cuts_around_busy_ranges() {
+        assert_eq!(subtract((t(1, 0), t(2, 0)), &[]), vec![(t(1, 0), t(2, 0))]);
+        assert_eq!(subtract((t(1, 0), t(2, 0)), &[(t(1, 0), t(1, 6))]), vec![(t(1, 6), t(2, 0))]);
+        assert_eq!(
+            subtract((t(1, 0), t(2, 0)), &[(t(1, 6), t(1, 12))]),
+            vec![(t(1, 0), t(1, 6)), (t(1, 12), t(2, 0))]
+        );
+        assert_eq!(subtract((t(1, 0), t(2, 0)), &[(t(1, 0), t(3, 0))]), vec![]);
+        assert_eq!(subtract((t(1, 0), t(2, 0)), &[(t(2, 0), t(3, 0))]), vec![(t(1, 0), t(2, 0))]);
+    }
+}

@@ -1,0 +1,96 @@
+//! The end-of-run summary: per table and in total.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use archiver_worker::pipeline::ItemReport;
+
+#[derive(Debug, Default, Clone)]
+pub struct TableTotals {
+    pub items_done: u64,
+    pub items_failed: u64,
+    /// Held by another live process, handed back on shutdown, or left past the cutoff.
+    pub items_not_run: u64,
+    pub rows: i64,
+    pub bytes: i64,
+    pub objects: i64,
+    pub rows_short: i64,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub tables: BTreeMap<String, TableTotals>,
+    pub duration: Duration,
+}
+
+impl Summary {
+    pub fn table(&mut self, label: &str) -> &mut TableTotals {
+        self.tables.entry(label.to_string()).or_default()
+    }
+
+    pub fn add_done(&mut self, label: &str, r: &ItemReport) {
+        let t = self.table(label);
+        t.items_done += 1;
+        t.rows += r.rows;
+        t.bytes += r.bytes;
+        t.objects += r.objects;
+        t.rows_short += r.rows_short;
+    }
+
+    pub fn rows(&self) -> i64 {
+        self.tables.values().map(|t| t.rows).sum()
+    }
+
+    /// True if every planned item finished.
+    pub fn all_finished(&self) -> bool {
+        self.tables.values().all(|t| t.items_failed == 0 && t.items_not_run == 0)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<40} {:>6} {:>6} {:>6} {:>12} {:>12} {:>8}", "table", "done", "failed", "left", "rows", "bytes", "objects")?;
+        let mut total = TableTotals::default();
+        for (name, t) in &self.tables {
+            writeln!(
+                f,
+                "{:<40} {:>6} {:>6} {:>6} {:>12} {:>12} {:>8}",
+                name, t.items_done, t.items_failed, t.items_not_run, t.rows, t.bytes, t.objects
+            )?;
+            total.items_done += t.items_done;
+            total.items_failed += t.items_failed;
+            total.items_not_run += t.items_not_run;
+            total.rows += t.rows;
+            total.bytes += t.bytes;
+            total.objects += t.objects;
+            total.rows_short += t.rows_short;
+        }
+        let secs = self.duration.as_secs_f64();
+        writeln!(
+            f,
+            "{:<40} {:>6} {:>6} {:>6} {:>12} {:>12} {:>8}",
+            "total", total.items_done, total.items_failed, total.items_not_run, total.rows, total.bytes, total.objects
+        )?;
+        write!(
+            f,
+            "{} tables, {} rows, {} bytes in {} objects, {:.1}s, {:.0} rows/s",
+            self.tables.len(),
+            total.rows,
+            total.bytes,
+            total.objects,
+            secs,
+            if secs > 0.0 { total.rows as f64 / secs } else { 0.0 }
+        )?;
+        if total.rows_short > 0 {
+            write!(f, "\n{} archived rows were not deleted: they changed or vanished after being read (see the log)", total.rows_short)?;
+        }
+        for (name, t) in &self.tables {
+            for e in &t.errors {
+                write!(f, "\n{name}: {e}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! Start-up: connect to everything a run needs and check it before any work.
+//!
+//! Input: the configuration and which tables are in scope. Output: the object store, a pool and
+//! checkpoint store per source database, and every table in scope inspected. Invariant: if
+//! anything is wrong (unreachable database, missing table, missing bucket, a table without a
+//! unique key) the error names each problem and nothing has been changed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, TableSettings};
+use crate::db;
+use crate::pipeline::checkpoint::CheckpointStore;
+use crate::pipeline::Source;
+use crate::storage::{self, ObjectStore};
+use crate::table::TableInfo;
+
+/// Which tables a command acts on.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub database: Option<String>,
+    pub table: Option<String>,
+}
+
+impl Scope {
+    fn admits(&self, t: &TableSettings) -> bool {
+        self.database.as_ref().is_none_or(|d| *d == t.database)
+            && self.table.as_ref().is_none_or(|n| *n == t.table || *n == format!("{}.{}", t.schema, t.table))
+    }
+}
+
+pub struct Prepared {
+    pub store: Arc<dyn ObjectStore>,
+    pub sources: HashMap<String, Source>,
+    pub tables: Vec<Arc<TableInfo>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct SetupError(pub Vec<String>);
+
+/// Connects and checks. `writable`: create the checkpoint tables and check that the store accepts
+/// writes; a dry run passes false and changes nothing.
+pub async fn prepare(config: &Config, scope: &Scope, writable: bool) -> Result<Prepared, SetupError> {
+    let tables: Vec<TableSettings> = config.tables().into_iter().filter(|t| scope.admits(t)).collect();
+    if tables.is_empty() {
+        return Err(SetupError(vec![format!(
+            "no configured table matches database={} table={}",
+            scope.database.as_deref().unwrap_or("*"),
+            scope.table.as_deref().unwrap_or("*")
+        )]));
+    }
+    let mut problems = Vec::new();
+    let store = storage::open(config).await.map_err(|e| SetupError(vec![e.to_string()]))?;
+    if writable {
+        if let Err(e) = store.check().await {
+            problems.push(format!("object store {}: {e}", store.describe()));
+        }
+    }
+    let shared = match &config.checkpoint.url {
+        Some(url) => {
+            let opts = db::url_options(url).map_err(|e| SetupError(vec![format!("checkpoint.url: {e}")]))?;
+            Some(db::pool(opts, config.defaults.connection_pool_size.max(2)))
+        }
+        None => None,
+    };
+    let mut sources = HashMap::new();
+    for dbc in &config.databases {
+        if !tables.iter().any(|t| t.database == dbc.name) {
+            continue;
+        }
+        let opts = match db::source_options(dbc) {
+            Ok(o) => o,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        let size = dbc.connection_pool_size.unwrap_or(config.defaults.connection_pool_size).max(2);
+        let pool = db::pool(opts, size);
+        if let Err(e) = sqlx::query("SELECT 1").execute(&pool).await {
+            problems.push(format!("database {}: cannot connect: {e}", dbc.name));
+            continue;
+        }
+        let checkpoints = match &shared {
+            Some(p) => CheckpointStore::new(p.clone(), &config.checkpoint.schema, false),
+            None => CheckpointStore::new(pool.clone(), &config.checkpoint.schema, true),
+        };
+        sources.insert(dbc.name.clone(), Source { pool, checkpoints });
+    }
+    let mut infos = Vec::new();
+    for t in &tables {
+        let Some(source) = sources.get(&t.database) else { continue };
+        match TableInfo::inspect(&source.pool, t).await {
+            Ok(info) => infos.push(Arc::new(info)),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if writable && problems.is_empty() {
+        if let Some(p) = &shared {
+            let cp = CheckpointStore::new(p.clone(), &config.checkpoint.schema, false);
+            if let Err(e) = cp.migrate().await {
+                problems.push(format!("checkpoint store: cannot create its tables: {e}"));
+            }
+        } else {
+            for (name, s) in &sources {
+                if let Err(e) = s.checkpoints.migrate().await {
+                    problems.push(format!("database {name}: cannot create the checkpoint tables: {e}"));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(SetupError(problems));
+    }
+    Ok(Prepared { store, sources, tables: infos })
+}
