@@ -64,7 +64,7 @@ pub struct S3Config {
     /// Bucket that receives the objects. It must exist.
     pub bucket: String,
     /// Key prefix for every object, e.g. `archives/`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub prefix: String,
     /// Region; `us-east-1` by default.
     #[serde(default = "default_region")]
@@ -105,6 +105,10 @@ impl fmt::Debug for S3Config {
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
+}
+
+fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 fn default_region() -> String {

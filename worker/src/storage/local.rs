@@ -32,6 +32,13 @@ fn io_err(op: &'static str, key: &str, e: std::io::Error) -> StorageError {
     StorageError::Transient { op, key: key.to_string(), message: e.to_string() }
 }
 
+/// No object at this path: the file is missing, a parent is a file (`a/x` when `a` is an object)
+/// or the path is a directory (`a` when `a/x` is an object); on S3 each is just a missing key.
+fn is_absent(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), NotFound | NotADirectory | IsADirectory)
+}
+
 fn checksum_string(body: &[u8]) -> String {
     hex::encode(sha256(body))
 }
@@ -65,7 +72,7 @@ impl ObjectStore for LocalStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         match tokio::fs::read(self.path(key)?).await {
             Ok(b) => Ok(Some(Bytes::from(b))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(io_err("get", key, e)),
         }
     }
@@ -84,7 +91,7 @@ impl ObjectStore for LocalStore {
             while let Some(dir) = stack.pop() {
                 let entries = match std::fs::read_dir(&dir) {
                     Ok(e) => e,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) if is_absent(&e) => continue,
                     Err(e) => return Err(io_err("list", &prefix, e)),
                 };
                 for entry in entries {
@@ -114,7 +121,7 @@ impl ObjectStore for LocalStore {
     async fn delete(&self, key: &str) -> Result<()> {
         match tokio::fs::remove_file(self.path(key)?).await {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(io_err("delete", key, e)),
         }
     }
