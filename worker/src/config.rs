@@ -790,7 +790,7 @@ mod tests {
     fn unknown_key_is_an_error_naming_its_path() {
         let text = MINIMAL.replace("primary_key: id", "primary_key: id\n        retension_days: 3");
         let err = parse("c.yaml", &text, &env_none).unwrap_err();
-        assert_eq!(err.path, "databases[0].tables[0]");
+        assert_eq!(err.path, "databases[0].tables[0].retension_days");
         assert!(err.message.contains("retension_days"), "{err}");
         assert!(err.to_string().starts_with("config c.yaml: "), "{err}");
     }

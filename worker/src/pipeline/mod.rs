@@ -299,8 +299,9 @@ impl Pipeline {
         let key = layout::manifest_key(item);
         let body = bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).expect("manifest serializes"));
         let size = body.len() as u64;
+        let sha = crate::storage::sha256(&body);
         let checksum = upload::upload(&*self.store, &key, body).await?;
-        match verify::verify(&*self.store, &key, size, &checksum).await? {
+        match verify::verify(&*self.store, &key, size, &checksum, &sha).await? {
             Verification::Verified => {}
             other => return Err(PipelineError::Verify(other.describe(&key))),
         }
@@ -340,7 +341,7 @@ impl Pipeline {
         let size = batch.encoded.body.len() as u64;
         let checksum = upload::upload(&*self.store, &key, batch.encoded.body.clone()).await?;
         self.hooks.at(Point::Uploaded, item, seq).await?;
-        match verify::verify(&*self.store, &key, size, &checksum).await? {
+        match verify::verify(&*self.store, &key, size, &checksum, &batch.encoded.sha256).await? {
             Verification::Verified => {}
             other => return Err(PipelineError::Verify(other.describe(&key))),
         }
@@ -395,7 +396,9 @@ impl Pipeline {
 
     /// A recorded batch is finished only if its object is still there, whole.
     async fn check_recorded(&self, b: &BatchRecord) -> Result<(), PipelineError> {
-        match verify::verify(&*self.store, &b.object_key, b.byte_size as u64, &b.store_checksum).await? {
+        let mut sha = [0u8; 32];
+        hex::decode_to_slice(&b.sha256, &mut sha).map_err(|e| PipelineError::Invalid(format!("batch record sha256: {e}")))?;
+        match verify::verify(&*self.store, &b.object_key, b.byte_size as u64, &b.store_checksum, &sha).await? {
             Verification::Verified => Ok(()),
             other => Err(PipelineError::Verify(format!(
                 "recorded batch {} cannot be finished, its rows stay in the table: {}",
