@@ -1,8 +1,9 @@
 use std::path::PathBuf;
+use std::time::Duration;
 use std::process::ExitCode;
 
 use archiver_coordinator::standalone::{self, Outcome, RunOptions};
-use archiver_coordinator::{demo, init_logging};
+use archiver_coordinator::{demo, distributed, init_logging};
 use archiver_worker::config::{self, Config};
 use archiver_worker::setup::Scope;
 use clap::{Parser, Subcommand};
@@ -35,10 +36,48 @@ enum Command {
         /// Print per table the eligible rows and planned items; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// In-process workers.
+        /// In-process workers (standalone mode, i.e. without a `queue` section).
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// With a queue: follow the published items to the end, re-publish items whose lease
+        /// expired, print the summary, and exit non-zero if any item failed.
+        #[arg(long)]
+        wait: bool,
     },
+    /// Publish an ad-hoc time range of one table, cut into `range_interval` items (needs `queue`).
+    Enqueue {
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        table: String,
+        /// Start of the range (RFC 3339, e.g. 2024-01-01T00:00:00Z), inclusive.
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End of the range, exclusive; not past the table's retention cutoff.
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+    },
+    /// Per table: items pending, running, done and failed; rows and bytes archived; the oldest
+    /// eligible row left; failed items with their last error.
+    Status {
+        #[arg(long)]
+        database: Option<String>,
+        #[arg(long)]
+        table: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-enqueue failed items (needs `queue`).
+    RetryFailed {
+        #[arg(long)]
+        database: Option<String>,
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Re-publish items whose worker's lease expired, once (needs `queue`); `run --wait` does this
+    /// continuously.
+    Reconcile,
     /// Seed a sample audit table in the local PostgreSQL and archive it to ./archive with the
     /// embedded default configuration.
     Demo {
@@ -64,26 +103,99 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let shutdown = CancellationToken::new();
-    tokio::spawn(signals(shutdown.clone()));
-    let (config, scope, dry_run, workers) = match &cli.command {
-        Command::Run { database, table, dry_run, workers } => match load(&cli.config) {
-            Ok(c) => (c, Scope { database: database.clone(), table: table.clone() }, *dry_run, *workers),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        Command::Demo { rows, workers } => {
-            let c = demo::config();
-            if let Err(e) = demo::seed(&c, *rows).await {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
-            }
-            (c, Scope::default(), false, *workers)
+    tokio::spawn(archiver_worker::shutdown_on_signals(shutdown.clone()));
+    if let Command::Demo { rows, workers } = &cli.command {
+        let c = demo::config();
+        if let Err(e) = demo::seed(&c, *rows).await {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+        let opts = RunOptions { workers: *workers, ..RunOptions::default() };
+        return report(standalone::run(&c, opts, shutdown).await);
+    }
+    let config = match load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
     };
-    let opts = RunOptions { scope, dry_run, workers, ..RunOptions::default() };
-    match standalone::run(&config, opts, shutdown).await {
+    let scope = |database: &Option<String>, table: &Option<String>| Scope { database: database.clone(), table: table.clone() };
+    match cli.command {
+        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Run { database, table, dry_run, workers, wait } => {
+            let scope = scope(&database, &table);
+            if config.queue.is_some() && !dry_run {
+                let opts = distributed::RunOptions { scope, wait, progress: true, poll: Duration::from_secs(1) };
+                return report(distributed::run(&config, opts, shutdown).await.map(Outcome::Ran));
+            }
+            let opts = RunOptions { scope, dry_run, workers, ..RunOptions::default() };
+            report(standalone::run(&config, opts, shutdown).await)
+        }
+        Command::Enqueue { database, table, from, to } => {
+            match distributed::enqueue(&config, &database, &table, from, to).await {
+                Ok(items) => {
+                    println!("{} items published for {database}/{table} [{from}, {to})", items.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Status { database, table, json } => match distributed::status(&config, &scope(&database, &table)).await {
+            Ok(tables) if json => {
+                println!("{}", serde_json::to_string_pretty(&tables).expect("status serializes"));
+                ExitCode::SUCCESS
+            }
+            Ok(tables) => {
+                println!("{:<40} {:>8} {:>8} {:>8} {:>8} {:>12} {:>14}  oldest eligible row", "table", "pending", "running", "done", "failed", "rows", "bytes");
+                for (name, t) in &tables {
+                    println!(
+                        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>12} {:>14}  {}",
+                        name, t.pending, t.running, t.done, t.failed, t.rows_archived, t.bytes_archived,
+                        t.oldest_eligible_row.map_or("none".to_string(), |t| t.to_rfc3339())
+                    );
+                    for f in &t.failed_items {
+                        println!("  failed item {} [{}, {}) after {} attempts: {}", f.id, f.range_start, f.range_end, f.attempts, f.last_error.as_deref().unwrap_or(""));
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::RetryFailed { database, table } => match distributed::retry_failed(&config, &scope(&database, &table)).await {
+            Ok(n) => {
+                println!("{n} failed items re-enqueued");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Reconcile => {
+            let run = async {
+                let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section in the configuration"))?;
+                let prepared = archiver_worker::setup::prepare(&config, &Scope::default(), true).await?;
+                let broker = archiver_worker::queue::Broker::connect(queue, "archiver-coordinator reconcile").await?;
+                let n = distributed::reconcile(&prepared, &broker).await?;
+                broker.close().await;
+                anyhow::Ok(n)
+            };
+            match run.await {
+                Ok(n) => {
+                    println!("{n} items re-published");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
+}
+
+fn report(result: anyhow::Result<Outcome>) -> ExitCode {
+    match result {
         Ok(Outcome::DryRun(tables)) => {
             for t in tables {
                 let p = &t.plan;
@@ -112,21 +224,7 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
 }
 
-/// SIGINT or SIGTERM: stop at the next safe point.
-async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::warn!("shutdown requested: finishing current batches, then handing items back");
-    shutdown.cancel();
-}

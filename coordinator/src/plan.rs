@@ -120,6 +120,49 @@ pub async fn plan_table(source: &Source, info: &TableInfo, dry_run: bool) -> Res
     Ok(plan)
 }
 
+/// Plans an ad-hoc range `[from, to)` (already checked against the cutoff): aligned items that
+/// hold rows, minus ranges of unfinished items, under the table's planning lock.
+pub async fn plan_range(
+    source: &Source,
+    info: &TableInfo,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<WorkItem>, sqlx::Error> {
+    let s = &info.settings;
+    let cp = &source.checkpoints;
+    let mut tx = cp.pool().begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("audit_archiver:plan:{}:{}.{}", s.database, s.schema, s.table))
+        .execute(&mut *tx)
+        .await?;
+    let busy: Vec<_> =
+        cp.unfinished(&s.database, &s.schema, &s.table).await?.iter().map(|r| (r.range_start, r.range_end)).collect();
+    let queries = RangeQueries::new(info);
+    let step = chrono::Duration::from_std(s.range_interval).expect("interval fits");
+    let mut items = Vec::new();
+    let mut start = from;
+    while start < to {
+        let end = (align_down(start, s.range_interval) + step).min(to);
+        for (a, b) in subtract((start, end), &busy) {
+            if queries.any_rows(source, a, b).await? {
+                items.push(cp.insert_item(&mut *tx, &s.database, &s.schema, &s.table, a, b).await?);
+            }
+        }
+        start = end;
+    }
+    tx.commit().await?;
+    Ok(items)
+}
+
+/// The oldest row still older than the cutoff, if any.
+pub async fn oldest_before(
+    source: &Source,
+    info: &TableInfo,
+    cutoff: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    RangeQueries::new(info).min_ts(source, None, cutoff).await
+}
+
 struct RangeQueries {
     min_ts: String,
     any: String,

@@ -44,11 +44,7 @@ impl Default for RunOptions {
     }
 }
 
-/// `host-pid-random`: unique per process, readable in the checkpoint store.
-pub fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
-}
+pub use archiver_worker::default_worker_id;
 
 /// What a dry run found for one table.
 #[derive(Debug)]
@@ -175,7 +171,8 @@ fn record(summary: &mut Summary, item: &WorkItem, result: Result<Option<archiver
     }
 }
 
-fn progress_bar(wanted: bool, total: u64) -> ProgressBar {
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+pub fn progress_bar(wanted: bool, total: u64) -> ProgressBar {
     if !wanted || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

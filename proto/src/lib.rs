@@ -7,6 +7,7 @@
 pub mod checkpoint_schema;
 pub mod layout;
 pub mod manifest;
+pub mod message;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

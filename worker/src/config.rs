@@ -50,8 +50,50 @@ pub struct Config {
     /// Where progress (work items, batches, leases) is recorded.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// RabbitMQ, for the distributed mode. Without it, `run` works in-process (standalone).
+    #[serde(default)]
+    pub queue: Option<QueueConfig>,
     /// The source databases and their tables.
     pub databases: Vec<DatabaseConfig>,
+}
+
+/// The work queue of the distributed mode.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// AMQP URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`. Its password is never logged.
+    pub url: String,
+    /// Name of the work queue (a durable quorum queue). `{name}.retry` holds items waiting to be
+    /// retried and `{name}.dead` receives what cannot be processed. Default `archiver.items`.
+    #[serde(default = "default_queue_name")]
+    pub name: String,
+    /// Attempts at one item before it is marked failed and dead-lettered. Default 5.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// How long a failed attempt waits in `{name}.retry` before it is tried again. Default `30s`.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay: DurationSetting,
+}
+
+impl fmt::Debug for QueueConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueConfig")
+            .field("url", &redact_url(&self.url))
+            .field("name", &self.name)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_delay", &self.retry_delay)
+            .finish()
+    }
+}
+
+fn default_queue_name() -> String {
+    "archiver.items".into()
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_retry_delay() -> DurationSetting {
+    DurationSetting(Duration::from_secs(30))
 }
 
 /// The predecessor's `s3` section, read unchanged.
@@ -673,6 +715,17 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     if c.checkpoint.lease_duration.0 < Duration::from_secs(3) {
         return e("checkpoint.lease_duration", "must be at least 3s");
+    }
+    if let Some(q) = &c.queue {
+        if !(q.url.starts_with("amqp://") || q.url.starts_with("amqps://")) {
+            return e("queue.url", "must be an amqp:// or amqps:// URL");
+        }
+        if q.name.is_empty() || q.name.len() > 200 {
+            return e("queue.name", "must be 1 to 200 characters");
+        }
+        if q.max_attempts == 0 {
+            return e("queue.max_attempts", "must be at least 1");
+        }
     }
     if c.databases.is_empty() {
         return e("databases", "at least one database is required");

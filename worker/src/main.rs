@@ -1,1 +1,54 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use archiver_worker::consumer::{self, WorkerOptions};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Archives work items taken from RabbitMQ (distributed mode). Stateless: run as many as you like.
+#[derive(Parser)]
+#[command(name = "archiver-worker", version)]
+struct Cli {
+    /// The YAML configuration file (the same as the coordinator's; its tables are the allowlist).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Work items processed at once (the prefetch count).
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// Seconds in-flight items get to reach a safe point after SIGTERM.
+    #[arg(long, default_value_t = 60)]
+    shutdown_grace: u64,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    archiver_worker::init_logging(&cli.log_format);
+    let loaded = match archiver_worker::config::load(&cli.config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(w) = loaded.warning(&cli.config) {
+        tracing::warn!("{w}");
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(archiver_worker::shutdown_on_signals(shutdown.clone()));
+    let mut opts = WorkerOptions::new(archiver_worker::default_worker_id());
+    opts.concurrency = cli.concurrency.max(1);
+    opts.shutdown_grace = Duration::from_secs(cli.shutdown_grace);
+    match consumer::run(Arc::new(loaded.config), opts, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

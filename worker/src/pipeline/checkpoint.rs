@@ -136,6 +136,47 @@ impl CheckpointStore {
         .await
     }
 
+    /// Every item of a table.
+    pub async fn items_of(&self, database: &str, schema: &str, table: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
+        self.select_items("database = $1 AND schema_name = $2 AND table_name = $3", &[database, schema, table]).await
+    }
+
+    /// Pending items the broker never confirmed.
+    pub async fn unpublished(&self) -> Result<Vec<ItemRow>, sqlx::Error> {
+        self.select_items("state = 'pending' AND published_at IS NULL", &[]).await
+    }
+
+    /// Running items whose lease expired and that were not re-published since.
+    pub async fn expired_leases(&self) -> Result<Vec<ItemRow>, sqlx::Error> {
+        self.select_items(
+            "state = 'running' AND lease_until < now() AND (published_at IS NULL OR published_at < lease_until)",
+            &[],
+        )
+        .await
+    }
+
+    pub async fn failed(&self) -> Result<Vec<ItemRow>, sqlx::Error> {
+        self.select_items("state = 'failed'", &[]).await
+    }
+
+    async fn select_items(&self, filter: &str, args: &[&str]) -> Result<Vec<ItemRow>, sqlx::Error> {
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM {} WHERE {filter} ORDER BY id", self.t("work_items"));
+        let mut q = sqlx::query_as(&sql);
+        for a in args {
+            q = q.bind(*a);
+        }
+        q.fetch_all(&self.pool).await
+    }
+
+    /// Records that the broker confirmed the item's message.
+    pub async fn mark_published(&self, id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!("UPDATE {} SET published_at = now() WHERE id = $1", self.t("work_items")))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
     pub async fn item(&self, id: i64) -> Result<Option<ItemRow>, sqlx::Error> {
         sqlx::query_as(&format!("SELECT {ITEM_COLUMNS} FROM {} WHERE id = $1", self.t("work_items")))
             .bind(id)
@@ -257,6 +298,18 @@ impl CheckpointStore {
         .bind(id)
         .bind(owner)
         .bind(error)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// A failed item that will be retried: pending again, its last error kept for `status`.
+    pub async fn requeue(&self, id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE {} SET state = 'pending', updated_at = now() WHERE id = $1 AND state = 'failed'",
+            self.t("work_items")
+        ))
+        .bind(id)
         .execute(&self.pool)
         .await
         .map(drop)

@@ -1,0 +1,264 @@
+//! Distributed mode: record work items in the checkpoint store and publish them to RabbitMQ.
+//!
+//! Input: plans (the same planning as standalone mode), ad-hoc ranges, or failed items. Output:
+//! one persistent, broker-confirmed message per item. Invariants: an item is recorded before it is
+//! published and marked published only after the broker confirmed it, so an item recorded but not
+//! confirmed is published again by the next run; the reconciler re-publishes items whose lease
+//! expired, so a dead worker stalls an item no longer than a lease.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use archiver_proto::WorkItem;
+use archiver_worker::config::Config;
+use archiver_worker::pipeline::checkpoint::{CheckpointStore, ItemRow};
+use archiver_worker::queue::Broker;
+use archiver_worker::setup::{self, Prepared, Scope};
+use chrono::{DateTime, Utc};
+use lapin::types::FieldTable;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan;
+use crate::summary::Summary;
+
+/// The distinct checkpoint stores behind the prepared sources (one if `checkpoint.url` is set).
+fn stores(prepared: &Prepared) -> Vec<CheckpointStore> {
+    let mut seen = Vec::<CheckpointStore>::new();
+    for s in prepared.sources.values() {
+        let fresh = s.checkpoints.in_source || !seen.iter().any(|c| !c.in_source);
+        if fresh {
+            seen.push(s.checkpoints.clone());
+        }
+    }
+    seen
+}
+
+fn in_scope(prepared: &Prepared, row: &ItemRow) -> bool {
+    prepared.tables.iter().any(|t| {
+        t.settings.database == row.database && t.settings.schema == row.schema_name && t.settings.table == row.table_name
+    })
+}
+
+/// Publishes every pending item of the tables in scope that was never confirmed by the broker.
+pub async fn publish_unpublished(prepared: &Prepared, broker: &Broker) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for cp in stores(prepared) {
+        for row in cp.unpublished().await? {
+            if in_scope(prepared, &row) {
+                publish(&cp, broker, &row.item()).await?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+async fn publish(cp: &CheckpointStore, broker: &Broker, item: &WorkItem) -> anyhow::Result<()> {
+    broker.publish_item(item, FieldTable::default()).await?;
+    cp.mark_published(item.id).await?;
+    Ok(())
+}
+
+/// Re-publishes items whose worker's lease expired (the worker died), once per expiry.
+pub async fn reconcile(prepared: &Prepared, broker: &Broker) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for cp in stores(prepared) {
+        for row in cp.expired_leases().await? {
+            if in_scope(prepared, &row) {
+                tracing::warn!(item = %row.item().slug(), table = %row.item().table_label(), owner = ?row.lease_owner, "lease expired; re-publishing");
+                publish(&cp, broker, &row.item()).await?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+pub struct RunOptions {
+    pub scope: Scope,
+    pub wait: bool,
+    pub progress: bool,
+    /// How often `--wait` polls and reconciles.
+    pub poll: Duration,
+}
+
+/// `run` with a queue: plan, record, publish; with `wait`, follow the items to the end.
+pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section"))?;
+    let prepared = setup::prepare(config, &opts.scope, true).await?;
+    let broker = Broker::connect(queue, "archiver-coordinator").await?;
+    let mut planned: Vec<(CheckpointStore, i64, String)> = Vec::new();
+    let mut summary = Summary::default();
+    for info in &prepared.tables {
+        let source = &prepared.sources[&info.settings.database];
+        let p = plan::plan_table(source, info, false).await.map_err(|e| anyhow::anyhow!("{}: planning failed: {e}", info.label()))?;
+        let t = summary.table(&p.label);
+        t.items_not_run += p.skipped.len() as u64;
+        for item in p.items() {
+            planned.push((source.checkpoints.clone(), item.id, p.label.clone()));
+        }
+    }
+    let published = publish_unpublished(&prepared, &broker).await?;
+    tracing::info!(items = planned.len(), published, "planned and published");
+    if !opts.wait {
+        eprintln!("{} items planned or resumed, {published} published to {}", planned.len(), broker.names.work);
+        broker.close().await;
+        summary.duration = started.elapsed();
+        return Ok(summary);
+    }
+    let bar = crate::standalone::progress_bar(opts.progress, planned.len() as u64);
+    let rows = loop {
+        if let Err(e) = reconcile(&prepared, &broker).await {
+            tracing::warn!(error = %e, "reconcile failed");
+        }
+        let mut rows = Vec::with_capacity(planned.len());
+        for (cp, id, label) in &planned {
+            if let Some(r) = cp.item(*id).await? {
+                rows.push((label.clone(), r));
+            }
+        }
+        let finished = rows.iter().filter(|(_, r)| matches!(r.state.as_str(), "done" | "failed")).count();
+        bar.set_position(finished as u64);
+        bar.set_message(format!("{} rows", rows.iter().map(|(_, r)| r.rows_archived).sum::<i64>()));
+        if finished == planned.len() || shutdown.is_cancelled() {
+            break rows;
+        }
+        tokio::time::sleep(opts.poll).await;
+    };
+    bar.finish_and_clear();
+    broker.close().await;
+    for (label, r) in rows {
+        let t = summary.table(&label);
+        match r.state.as_str() {
+            "done" => {
+                t.items_done += 1;
+                t.rows += r.rows_archived;
+                t.bytes += r.bytes_archived;
+                t.objects += r.objects as i64;
+                t.rows_short += r.rows_short;
+            }
+            "failed" => {
+                t.items_failed += 1;
+                t.errors.push(format!("{}: {}", r.item().slug(), r.last_error.unwrap_or_default()));
+            }
+            _ => t.items_not_run += 1,
+        }
+    }
+    summary.duration = started.elapsed();
+    Ok(summary)
+}
+
+/// `enqueue`: an ad-hoc range of one configured table, cut into `range_interval` items.
+pub async fn enqueue(
+    config: &Config,
+    database: &str,
+    table: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Vec<WorkItem>> {
+    let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section in the configuration"))?;
+    if from >= to {
+        anyhow::bail!("--from {from} is not before --to {to}");
+    }
+    let scope = Scope { database: Some(database.into()), table: Some(table.into()) };
+    if !config.tables().iter().any(|t| t.database == database && (t.table == table || format!("{}.{}", t.schema, t.table) == table)) {
+        anyhow::bail!("table {table} of database {database} is not in the configuration");
+    }
+    let prepared = setup::prepare(config, &scope, true).await?;
+    let info = prepared.tables.first().expect("scope matched a table").clone();
+    let source = &prepared.sources[database];
+    let cutoff = plan::cutoff(source, info.settings.retention_days).await?;
+    if to > cutoff {
+        anyhow::bail!(
+            "--to {to} is past the retention cutoff {cutoff} of {} ({} days): those rows are not old enough",
+            info.label(),
+            info.settings.retention_days
+        );
+    }
+    let items = plan::plan_range(source, &info, from, to).await?;
+    let broker = Broker::connect(queue, "archiver-coordinator enqueue").await?;
+    for item in &items {
+        publish(&source.checkpoints, &broker, item).await?;
+    }
+    broker.close().await;
+    Ok(items)
+}
+
+/// `retry-failed`: failed items of the tables in scope back to pending, and published.
+pub async fn retry_failed(config: &Config, scope: &Scope) -> anyhow::Result<usize> {
+    let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section in the configuration"))?;
+    let prepared = setup::prepare(config, scope, true).await?;
+    let broker = Broker::connect(queue, "archiver-coordinator retry-failed").await?;
+    let mut n = 0;
+    for cp in stores(&prepared) {
+        for row in cp.failed().await? {
+            if in_scope(&prepared, &row) {
+                cp.requeue(row.id).await?;
+                publish(&cp, &broker, &row.item()).await?;
+                n += 1;
+            }
+        }
+    }
+    broker.close().await;
+    Ok(n)
+}
+
+/// One table's line of `status`.
+#[derive(Debug, Default, Serialize)]
+pub struct TableStatus {
+    pub pending: i64,
+    pub running: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub rows_archived: i64,
+    pub bytes_archived: i64,
+    pub oldest_eligible_row: Option<DateTime<Utc>>,
+    pub failed_items: Vec<FailedItem>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailedItem {
+    pub id: i64,
+    pub range_start: DateTime<Utc>,
+    pub range_end: DateTime<Utc>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+/// `status`: per table, items by state, what was archived, and the oldest row still eligible.
+pub async fn status(config: &Config, scope: &Scope) -> anyhow::Result<BTreeMap<String, TableStatus>> {
+    let prepared = setup::prepare(config, scope, false).await?;
+    let mut out = BTreeMap::new();
+    for info in &prepared.tables {
+        let s = &info.settings;
+        let source = &prepared.sources[&s.database];
+        let mut st = TableStatus::default();
+        if source.checkpoints.exists().await? {
+            for row in source.checkpoints.items_of(&s.database, &s.schema, &s.table).await? {
+                match row.state.as_str() {
+                    "pending" => st.pending += 1,
+                    "running" => st.running += 1,
+                    "done" => st.done += 1,
+                    _ => {
+                        st.failed += 1;
+                        st.failed_items.push(FailedItem {
+                            id: row.id,
+                            range_start: row.range_start,
+                            range_end: row.range_end,
+                            attempts: row.attempts,
+                            last_error: row.last_error.clone(),
+                        });
+                    }
+                }
+                st.rows_archived += row.rows_archived;
+                st.bytes_archived += row.bytes_archived;
+            }
+        }
+        let cutoff = plan::cutoff(source, s.retention_days).await?;
+        st.oldest_eligible_row = plan::oldest_before(source, info, cutoff).await?;
+        out.insert(info.label(), st);
+    }
+    Ok(out)
+}

@@ -1,0 +1,359 @@
+//! Distributed mode against real RabbitMQ, PostgreSQL and an S3 server. Every test has its own
+//! database, S3 server and queue names, so tests run in parallel; only the broker-restart test
+//! takes the broker away, and it holds a lock the other tests share.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archiver_coordinator::distributed::{self, RunOptions as DistOptions};
+use archiver_coordinator::summary::Summary;
+use archiver_testkit::{S3Server, TestDb};
+use archiver_worker::config::Config;
+use archiver_worker::consumer::{self, WorkerOptions};
+use archiver_worker::queue::Broker;
+use archiver_worker::setup::Scope;
+use common::*;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+
+/// Tests share the broker; the restart test takes it away and must run alone.
+static BROKER: RwLock<()> = RwLock::const_new(());
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn queue_yaml(name: &str) -> String {
+    format!("queue:\n  url: {AMQP}\n  name: {name}\n  retry_delay: 1s\n  max_attempts: 3\n")
+}
+
+fn unique_queue() -> String {
+    format!("archiver.test.{}", uuid::Uuid::new_v4().simple())
+}
+
+struct Env {
+    db: TestDb,
+    s3: S3Server,
+    queue: String,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let (db, s3) = s3_and_db().await;
+        Env { db, s3, queue: unique_queue() }
+    }
+
+    fn config(&self, defaults: &str, tables: &str) -> Config {
+        let storage = format!("{}{}", self.s3.yaml(""), queue_yaml(&self.queue));
+        parse(&yaml(&self.db, &storage, defaults, tables))
+    }
+}
+
+fn spawn_worker(config: &Config, shutdown: &CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let config = Arc::new(config.clone());
+    let opts = WorkerOptions {
+        concurrency: 2,
+        shutdown_grace: Duration::from_secs(30),
+        ..WorkerOptions::new(archiver_worker::default_worker_id())
+    };
+    tokio::spawn(consumer::run(config, opts, shutdown.child_token()))
+}
+
+async fn run_wait(config: &Config) -> Summary {
+    let opts = DistOptions { scope: Scope::default(), wait: true, progress: false, poll: Duration::from_millis(300) };
+    tokio::time::timeout(Duration::from_secs(240), distributed::run(config, opts, CancellationToken::new()))
+        .await
+        .expect("the run finished in time")
+        .expect("run")
+}
+
+const TWO_TABLES: &str = "      - name: audit_a\n        timestamp_column: created_at\n        primary_key: id\n      - name: audit_b\n        timestamp_column: created_at\n        primary_key: id\n";
+
+async fn seed_two(db: &TestDb, rows: u64) {
+    for t in ["audit_a", "audit_b"] {
+        archiver_worker::seed::create_audit_table(&db.pool, "public", t).await.unwrap();
+        archiver_worker::seed::insert_rows(&db.pool, "public", t, rows, 200.0, 0.0).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_workers_archive_several_tables_exactly_once() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seed_two(&env.db, 3_000).await;
+    let config = env.config("  batch_size: 500", TWO_TABLES);
+    let before_a = snapshot(&env.db, "audit_a").await;
+    let before_b = snapshot(&env.db, "audit_b").await;
+    let shutdown = CancellationToken::new();
+    let workers: Vec<_> = (0..3).map(|_| spawn_worker(&config, &shutdown)).collect();
+    let summary = run_wait(&config).await;
+    shutdown.cancel();
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+    assert!(summary.all_finished(), "{summary}");
+    let store = open_store(&config).await;
+    // Both tables' objects live in the same bucket; check each table against its own rows.
+    let all: std::collections::BTreeMap<_, _> = before_a.iter().map(|(k, v)| (format!("a{k}"), v.clone())).collect();
+    drop(all);
+    let archived_a = archived_rows_of(&*store, "audit_a").await;
+    let archived_b = archived_rows_of(&*store, "audit_b").await;
+    check_table(&before_a, &snapshot(&env.db, "audit_a").await, &archived_a);
+    check_table(&before_b, &snapshot(&env.db, "audit_b").await, &archived_b);
+    assert_eq!(summary.rows(), (archived_a.len() + archived_b.len()) as i64);
+    // Re-running the coordinator plans nothing new.
+    let again = run_wait(&config).await;
+    assert_eq!(again.rows(), 0);
+}
+
+async fn archived_rows_of(
+    store: &dyn archiver_worker::storage::ObjectStore,
+    table: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for (key, rows) in archived(store).await {
+        if !key.contains(&format!("/public.{table}/")) {
+            continue;
+        }
+        for row in rows {
+            let id = row["id"].to_string();
+            assert!(out.insert(id.clone(), row).is_none(), "row {id} of {table} archived twice");
+        }
+    }
+    out
+}
+
+fn check_table(
+    before: &std::collections::BTreeMap<String, serde_json::Value>,
+    after: &std::collections::BTreeMap<String, serde_json::Value>,
+    archived: &std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    for (id, row) in before {
+        match (after.get(id), archived.get(id)) {
+            (Some(_), Some(_)) => panic!("row {id} both archived and in the table"),
+            (None, None) => panic!("row {id} LOST"),
+            (None, Some(a)) => assert_eq!(a, row),
+            (Some(_), None) => {}
+        }
+    }
+    assert!(!archived.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_batch_is_finished_by_another_after_its_lease() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seeded(&env.db, 3_000).await;
+    let config = env.config("  range_interval: 400d\n  batch_size: 150", AUDIT_TABLE);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let text = yaml(
+        &env.db,
+        &format!("{}{}", env.s3.yaml(""), queue_yaml(&env.queue)),
+        "  range_interval: 400d\n  batch_size: 150",
+        AUDIT_TABLE,
+    );
+    std::fs::write(&path, text).unwrap();
+    let before = snapshot(&env.db, "audit_log").await;
+    let bin = env!("CARGO_BIN_EXE_archiver-coordinator").replace("archiver-coordinator", "archiver-worker");
+    // Publish, then let a worker process die at several points, one after the other.
+    let opts = DistOptions { scope: Scope::default(), wait: false, progress: false, poll: Duration::from_millis(300) };
+    distributed::run(&config, opts, CancellationToken::new()).await.unwrap();
+    let store = open_store(&config).await;
+    for crash_at in ["uploaded:1", "recorded:3", "deleted:5"] {
+        let status = tokio::process::Command::new(&bin)
+            .args(["--config", path.to_str().unwrap(), "--concurrency", "1"])
+            .env("ARCHIVER_CRASH_AT", crash_at)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.code().is_none(), "the worker died by a signal at {crash_at}: {status:?}");
+        assert_nothing_lost(&before, &snapshot(&env.db, "audit_log").await, &*store).await;
+    }
+    // A healthy worker finishes the work once the dead one's lease (3 s) ran out.
+    let shutdown = CancellationToken::new();
+    let worker = spawn_worker(&config, &shutdown);
+    let summary = run_wait(&config).await;
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    assert!(summary.all_finished(), "{summary}");
+    let after = snapshot(&env.db, "audit_log").await;
+    let archived = assert_exactly_once(&before, &after, &*store).await;
+    assert_eq!(archived.len(), before.len() - after.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_unknown_and_hostile_messages_are_dead_lettered_and_touch_nothing() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seeded(&env.db, 500).await;
+    let config = env.config("", AUDIT_TABLE);
+    let q = config.queue.clone().unwrap();
+    let broker = Broker::connect(&q, "test publisher").await.unwrap();
+    let before = snapshot(&env.db, "audit_log").await;
+    let item = |table: &str, schema: &str, id: i64| archiver_proto::WorkItem {
+        id,
+        database: env.db.name.clone(),
+        schema: schema.into(),
+        table: table.into(),
+        range_start: chrono::Utc::now() - chrono::Duration::days(300),
+        range_end: chrono::Utc::now() - chrono::Duration::days(100),
+        generation: 0,
+    };
+    let bad: Vec<(Vec<u8>, &str)> = vec![
+        (b"{not json".to_vec(), "not a work-item message"),
+        (br#"{"version":1,"item":{"id":1}}"#.to_vec(), "not a work-item message"),
+        (archiver_proto::message::encode(&item("pg_authid", "pg_catalog", 1)), "not in this worker's configuration"),
+        (archiver_proto::message::encode(&item("audit_log\"; DROP TABLE audit_log; --", "public", 1)), "not in this worker's configuration"),
+        (archiver_proto::message::encode(&item("audit_log", "public", 987_654)), "no work item 987654"),
+    ];
+    let mut inverted = item("audit_log", "public", 1);
+    std::mem::swap(&mut inverted.range_start, &mut inverted.range_end);
+    let mut bad = bad;
+    bad.push((archiver_proto::message::encode(&inverted), "invalid range"));
+    for (body, _) in &bad {
+        broker
+            .channel
+            .basic_publish("".into(), q.name.as_str().into(), Default::default(), body, Default::default())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let worker = spawn_worker(&config, &shutdown);
+    // Read the dead-letter queue: every message is there with its reason.
+    let mut dead = broker
+        .channel
+        .basic_consume(broker.names.dead.as_str().into(), "test".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < bad.len() {
+        let d = tokio::time::timeout(Duration::from_secs(30), dead.next()).await.expect("dead letter in time").unwrap().unwrap();
+        let headers = d.properties.headers().clone().unwrap_or_default();
+        let reason = match headers.inner().get("x-archiver-reason") {
+            Some(AMQPValue::LongString(s)) => s.to_string(),
+            other => panic!("no reason header: {other:?}"),
+        };
+        reasons.push((d.data.clone(), reason));
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    for (body, expected) in &bad {
+        let (_, reason) = reasons.iter().find(|(b, _)| b == body).expect("dead-lettered");
+        assert!(reason.contains(expected), "reason {reason:?} should mention {expected:?}");
+    }
+    assert_eq!(snapshot(&env.db, "audit_log").await, before, "the database was not touched");
+    let (items,): (i64,) = sqlx::query_as("SELECT count(*) FROM archiver.work_items").fetch_one(&env.db.pool).await.unwrap();
+    assert_eq!(items, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_rerun_while_workers_are_busy_adds_no_duplicate_items() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seeded(&env.db, 4_000).await;
+    let config = env.config("  batch_size: 200\n  sleep_between_batches: 0.05", AUDIT_TABLE);
+    let before = snapshot(&env.db, "audit_log").await;
+    let opts = || DistOptions { scope: Scope::default(), wait: false, progress: false, poll: Duration::from_millis(300) };
+    distributed::run(&config, opts(), CancellationToken::new()).await.unwrap();
+    let (planned,): (i64,) = sqlx::query_as("SELECT count(*) FROM archiver.work_items").fetch_one(&env.db.pool).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let worker = spawn_worker(&config, &shutdown);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    distributed::run(&config, opts(), CancellationToken::new()).await.unwrap();
+    distributed::run(&config, opts(), CancellationToken::new()).await.unwrap();
+    let summary = run_wait(&config).await;
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    assert!(summary.all_finished(), "{summary}");
+    let (items, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (range_start, range_end)) FROM archiver.work_items",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(items, planned, "re-runs planned nothing new");
+    assert_eq!(items, distinct, "no range twice");
+    let store = open_store(&config).await;
+    assert_exactly_once(&before, &snapshot(&env.db, "audit_log").await, &*store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restarted_mid_run_the_run_completes() {
+    let _broker = BROKER.write().await;
+    let env = Env::new().await;
+    seeded(&env.db, 3_000).await;
+    let config = env.config("  batch_size: 100\n  sleep_between_batches: 0.05", AUDIT_TABLE);
+    let before = snapshot(&env.db, "audit_log").await;
+    let shutdown = CancellationToken::new();
+    let worker = spawn_worker(&config, &shutdown);
+    let run = {
+        let config = config.clone();
+        tokio::spawn(async move { run_wait(&config).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = Instant::now();
+    for args in [["stop_app"], ["start_app"]] {
+        let out = tokio::process::Command::new("rabbitmqctl").args(args).output().await.unwrap();
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    eprintln!("broker restarted in {:.1}s", t.elapsed().as_secs_f64());
+    let summary = run.await.unwrap();
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    assert!(summary.all_finished(), "{summary}");
+    let store = open_store(&config).await;
+    assert_exactly_once(&before, &snapshot(&env.db, "audit_log").await, &*store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_validates_and_publishes_an_ad_hoc_range() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seeded(&env.db, 2_000).await;
+    let config = env.config("", AUDIT_TABLE);
+    let now = chrono::Utc::now();
+    let d = |days| now - chrono::Duration::days(days);
+    let err = distributed::enqueue(&config, &env.db.name, "nope", d(150), d(120)).await.unwrap_err();
+    assert!(err.to_string().contains("not in the configuration"), "{err}");
+    let err = distributed::enqueue(&config, &env.db.name, "audit_log", d(120), d(150)).await.unwrap_err();
+    assert!(err.to_string().contains("is not before"), "{err}");
+    let err = distributed::enqueue(&config, &env.db.name, "audit_log", d(100), d(10)).await.unwrap_err();
+    assert!(err.to_string().contains("retention cutoff"), "{err}");
+    let items = distributed::enqueue(&config, &env.db.name, "audit_log", d(150), d(120)).await.unwrap();
+    assert!((29..=31).contains(&items.len()), "{} items", items.len());
+    let shutdown = CancellationToken::new();
+    let worker = spawn_worker(&config, &shutdown);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = distributed::status(&config, &Scope::default()).await.unwrap();
+        let t = status.values().next().unwrap();
+        if t.done as usize == items.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "items not done in time: {t:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    let (left,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM audit_log WHERE created_at >= now() - interval '150 days' AND created_at < now() - interval '120 days'",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert!(left <= 12, "about one day at the edges may remain: {left}");
+    let (older,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_log WHERE created_at < now() - interval '151 days'")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert!(older > 0, "rows outside the range are untouched");
+}

@@ -1,0 +1,254 @@
+//! The distributed worker: consume work items from RabbitMQ and run them through the pipeline.
+//!
+//! Input: deliveries of the work queue, at most `concurrency` unacknowledged at once (prefetch).
+//! Output: each message acknowledged only after its item's final checkpoint committed, handed back
+//! (nack + requeue) when shutdown stops it at a safe point, parked in the retry queue after a
+//! transient failure, or dead-lettered with the reason. Invariants: the configuration is the
+//! allowlist, so a message that cannot be parsed, names a table this worker does not archive, or
+//! does not match its checkpoint record never touches a source table; a message is never acked on
+//! hope.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archiver_proto::{message, ItemState, WorkItem};
+use backon::BackoffBuilder;
+use dashmap::DashMap;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, QueueConfig};
+use crate::pipeline::{Hooks, NoHooks, Pipeline, PipelineError, Progress};
+use crate::queue::Broker;
+use crate::setup::{self, Scope};
+
+pub struct WorkerOptions {
+    /// Items processed at once; also the prefetch count.
+    pub concurrency: usize,
+    pub worker_id: String,
+    pub hooks: Arc<dyn Hooks>,
+    /// After shutdown is requested, how long in-flight items get to reach a safe point.
+    pub shutdown_grace: Duration,
+}
+
+impl WorkerOptions {
+    pub fn new(worker_id: String) -> Self {
+        WorkerOptions { concurrency: 2, worker_id, hooks: Arc::new(NoHooks), shutdown_grace: Duration::from_secs(60) }
+    }
+}
+
+/// What one worker is doing right now, shared between its delivery tasks without a global lock.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    pub item: WorkItem,
+    pub started: Instant,
+}
+
+struct Shared {
+    pipeline: Pipeline,
+    queue: QueueConfig,
+    allow: HashSet<(String, String, String)>,
+    in_flight: DashMap<i64, InFlight>,
+    /// Cancelled on shutdown: items stop at their next safe point.
+    items: CancellationToken,
+    progress: Progress,
+}
+
+/// Runs until `shutdown`: checks everything it needs first (fails fast naming what is wrong),
+/// then consumes, reconnecting to the broker with backoff whenever the connection drops.
+pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let queue = config.queue.clone().ok_or_else(|| anyhow::anyhow!("the configuration has no `queue` section"))?;
+    let prepared = setup::prepare(&config, &Scope::default(), true).await?;
+    // Fail fast on an unreachable broker too; later losses are retried.
+    Broker::connect(&queue, &format!("archiver-worker {} (check)", opts.worker_id)).await?.close().await;
+    let pipeline = Pipeline {
+        store: prepared.store.clone(),
+        sources: prepared.sources.clone(),
+        tables: prepared
+            .tables
+            .iter()
+            .map(|t| ((t.settings.database.clone(), t.settings.schema.clone(), t.settings.table.clone()), t.clone()))
+            .collect(),
+        worker_id: opts.worker_id.clone(),
+        lease: config.checkpoint.lease_duration.0,
+        hooks: opts.hooks.clone(),
+    };
+    let shared = Arc::new(Shared {
+        allow: pipeline.tables.keys().cloned().collect(),
+        pipeline,
+        queue,
+        in_flight: DashMap::new(),
+        items: CancellationToken::new(),
+        progress: Progress::default(),
+    });
+    let mut tasks = JoinSet::new();
+    let mut backoff = reconnect_backoff();
+    'connect: while !shutdown.is_cancelled() {
+        let name = format!("archiver-worker {}", opts.worker_id);
+        let broker = match Broker::connect(&shared.queue, &name).await {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(error = %e, ?wait, "cannot reach RabbitMQ; retrying");
+                tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = shutdown.cancelled() => break }
+            }
+        };
+        let consumer = async {
+            broker.channel.basic_qos(opts.concurrency.clamp(1, u16::MAX as usize) as u16, BasicQosOptions::default()).await?;
+            broker
+                .channel
+                .basic_consume(
+                    broker.names.work.as_str().into(),
+                    opts.worker_id.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        }
+        .await;
+        let mut consumer = match consumer {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot consume; reconnecting");
+                continue;
+            }
+        };
+        backoff = reconnect_backoff();
+        tracing::info!(queue = %broker.names.work, concurrency = opts.concurrency, "consuming");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = broker.channel.basic_cancel(opts.worker_id.as_str().into(), BasicCancelOptions::default()).await;
+                    break 'connect;
+                }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        tasks.spawn(handle(shared.clone(), broker.clone(), delivery));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "lost the broker connection; reconnecting");
+                        continue 'connect;
+                    }
+                    None => {
+                        tracing::warn!("the broker cancelled the consumer; reconnecting");
+                        continue 'connect;
+                    }
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+    }
+    // Shutdown: every item stops at its next safe point and is handed back.
+    tracing::info!(in_flight = shared.in_flight.len(), "shutting down: bringing in-flight items to a safe point");
+    shared.items.cancel();
+    let drained = tokio::time::timeout(opts.shutdown_grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::error!(
+            items = ?shared.in_flight.iter().map(|e| e.item.slug()).collect::<Vec<_>>(),
+            "items did not reach a safe point in time; their leases will expire and another worker resumes them"
+        );
+    }
+    Ok(())
+}
+
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn ack(d: &Delivery) {
+    if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
+        // The broker redelivers it; the checkpoint store makes the second delivery a no-op.
+        tracing::warn!(error = %e, "ack failed");
+    }
+}
+
+async fn requeue(d: &Delivery) {
+    if let Err(e) = d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await {
+        tracing::warn!(error = %e, "nack failed; the broker redelivers the message when the channel closes");
+    }
+}
+
+fn headers(d: &Delivery) -> FieldTable {
+    d.properties.headers().clone().unwrap_or_default()
+}
+
+async fn dead_letter(broker: &Broker, d: &Delivery, reason: &str) {
+    tracing::warn!(reason, "dead-lettering a message");
+    match broker.dead_letter(&d.data, headers(d), reason).await {
+        Ok(()) => ack(d).await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot dead-letter; handing the message back");
+            requeue(d).await
+        }
+    }
+}
+
+async fn retry_later(shared: &Shared, broker: &Broker, d: &Delivery) {
+    match broker.publish_retry(&d.data, headers(d), shared.queue.retry_delay.0).await {
+        Ok(()) => ack(d).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot park the message for a retry; handing it back");
+            requeue(d).await
+        }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery) {
+    let item = match message::decode(&d.data) {
+        Ok(item) => item,
+        Err(reason) => return dead_letter(&broker, &d, &reason).await,
+    };
+    let key = (item.database.clone(), item.schema.clone(), item.table.clone());
+    if !shared.allow.contains(&key) {
+        let reason = format!("table {} is not in this worker's configuration", item.table_label());
+        return dead_letter(&broker, &d, &reason).await;
+    }
+    let cp = &shared.pipeline.sources[&item.database].checkpoints;
+    match cp.item(item.id).await {
+        Ok(Some(row)) if row.item() == item => {}
+        Ok(Some(_)) => return dead_letter(&broker, &d, "the message does not match its checkpoint record").await,
+        Ok(None) => return dead_letter(&broker, &d, &format!("no work item {} in the checkpoint store", item.id)).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpoint store unreachable; retrying later");
+            return retry_later(&shared, &broker, &d).await;
+        }
+    }
+    shared.in_flight.insert(item.id, InFlight { item: item.clone(), started: Instant::now() });
+    let result = shared.pipeline.run_item(item.id, &item.database, &shared.items, &shared.progress).await;
+    shared.in_flight.remove(&item.id);
+    match result {
+        Ok(Some(_)) => ack(&d).await,
+        Ok(None) => match cp.item(item.id).await {
+            Ok(Some(row)) if row.state() == Some(ItemState::Done) => ack(&d).await,
+            // Held by another worker's live lease: come back later, in case that worker dies.
+            _ => retry_later(&shared, &broker, &d).await,
+        },
+        Err(PipelineError::Cancelled) => requeue(&d).await,
+        // Someone else owns the item now.
+        Err(PipelineError::LeaseLost) => ack(&d).await,
+        // Test-only crash emulation: leave the message unacknowledged, as a dead process would.
+        Err(PipelineError::Crashed(_)) => {}
+        Err(e) => {
+            let attempts = cp.item(item.id).await.ok().flatten().map(|r| r.attempts);
+            let retry = e.is_retryable() && attempts.is_none_or(|a| a < shared.queue.max_attempts as i32);
+            if retry {
+                if let Err(e) = cp.requeue(item.id).await {
+                    tracing::warn!(error = %e, "cannot mark the item pending again");
+                }
+                retry_later(&shared, &broker, &d).await
+            } else {
+                dead_letter(&broker, &d, &format!("failed after {} attempts: {e}", attempts.unwrap_or(0))).await
+            }
+        }
+    }
+}
