@@ -159,6 +159,8 @@ pub async fn enqueue(
     to: DateTime<Utc>,
 ) -> anyhow::Result<Vec<WorkItem>> {
     let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section in the configuration"))?;
+    // Whole seconds, like planned ranges.
+    let (from, to) = (trunc_secs(from), trunc_secs(to));
     if from >= to {
         anyhow::bail!("--from {from} is not before --to {to}");
     }
@@ -184,6 +186,10 @@ pub async fn enqueue(
     }
     broker.close().await;
     Ok(items)
+}
+
+fn trunc_secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).expect("in range")
 }
 
 /// `retry-failed`: failed items of the tables in scope back to pending, and published.

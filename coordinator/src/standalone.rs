@@ -132,7 +132,17 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
                     continue;
                 }
                 let result = pipeline.run_item(item.id, &item.database, &shutdown, &progress).await;
-                record(&mut summary.lock().expect("summary lock"), &item, result);
+                let done_elsewhere = match &result {
+                    Ok(None) => pipeline.sources[&item.database]
+                        .checkpoints
+                        .item(item.id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| r.state == "done"),
+                    _ => false,
+                };
+                record(&mut summary.lock().expect("summary lock"), &item, result, done_elsewhere);
                 bar.inc(1);
             }
         }));
@@ -143,15 +153,26 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
     ticker.abort();
     bar.finish_and_clear();
     let mut summary = Arc::try_unwrap(summary).expect("workers done").into_inner().expect("summary lock");
+    for entry in progress.tables.iter() {
+        summary.add_archived(entry.key(), entry.value());
+    }
     vacuum(&prepared, &summary).await;
     summary.duration = started.elapsed();
     Ok(Outcome::Ran(summary))
 }
 
-fn record(summary: &mut Summary, item: &WorkItem, result: Result<Option<archiver_worker::pipeline::ItemReport>, PipelineError>) {
+fn record(
+    summary: &mut Summary,
+    item: &WorkItem,
+    result: Result<Option<archiver_worker::pipeline::ItemReport>, PipelineError>,
+    done_elsewhere: bool,
+) {
     let label = item.table_label();
     match result {
-        Ok(Some(report)) => summary.add_done(&label, &report),
+        // Rows and bytes come from what this run deleted (Progress), not from the item's totals,
+        // which include earlier attempts.
+        Ok(Some(_)) => summary.table(&label).items_done += 1,
+        Ok(None) if done_elsewhere => summary.table(&label).items_done += 1,
         Ok(None) => {
             let t = summary.table(&label);
             t.items_not_run += 1;

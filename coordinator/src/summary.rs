@@ -30,9 +30,9 @@ impl Summary {
         self.tables.entry(label.to_string()).or_default()
     }
 
-    pub fn add_done(&mut self, label: &str, r: &ItemReport) {
+    /// Adds what was archived in this run (also by items that did not finish).
+    pub fn add_archived(&mut self, label: &str, r: &ItemReport) {
         let t = self.table(label);
-        t.items_done += 1;
         t.rows += r.rows;
         t.bytes += r.bytes;
         t.objects += r.objects;

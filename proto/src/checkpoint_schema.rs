@@ -57,8 +57,8 @@ pub fn create_statements(schema: &str) -> Vec<String> {
                 last_pk       text        NOT NULL,
                 day           date        NOT NULL,
                 window_end    timestamptz NOT NULL,
-                pks           text[]      NOT NULL,
-                xmins         text[]      NOT NULL,
+                pks           text        NOT NULL,  -- JSON array of the primary keys, as text
+                xmins         text        NOT NULL,  -- JSON array of their xmin, same order
                 state         text        NOT NULL CHECK (state IN ('uploaded', 'deleted')),
                 deleted_count bigint,
                 created_at    timestamptz NOT NULL DEFAULT now(),

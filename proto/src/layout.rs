@@ -81,17 +81,18 @@ mod tests {
         let day = NaiveDate::from_ymd_opt(2024, 3, 5).unwrap();
         assert_eq!(
             data_key(&item("audit_log"), day, 7, Compression::Zstd),
-            "app/public.audit_log/year=2024/month=03/day=05/20240305T000000Z-20240306T000000Z-g0-b000007.jsonl.zst"
+            "app/public.audit_log/year=2024/month=03/day=05/20240305T000000Z-20240306T000000Z-g0-i1-b000007.jsonl.zst"
         );
         assert_eq!(
             manifest_key(&item("audit_log")),
-            "app/public.audit_log/_manifests/20240305T000000Z-20240306T000000Z-g0.json"
+            "app/public.audit_log/_manifests/20240305T000000Z-20240306T000000Z-g0-i1.json"
         );
     }
 
     #[test]
     fn hostile_names_stay_inside_their_prefix() {
-        assert_eq!(segment("../etc"), "%2E%2E%2Fetc");
+        assert_eq!(segment("../etc"), "%2E.%2Fetc");
+        assert_eq!(segment(".."), "%2E.");
         assert_eq!(segment("Audit Log\"x"), "Audit%20Log%22x");
         let key = manifest_key(&item("../../x"));
         assert!(!key.split('/').any(|s| s == ".."), "{key}");

@@ -32,13 +32,16 @@ pub struct WorkItem {
 
 impl WorkItem {
     /// The item's name in object keys and logs, derived only from what identifies the item, so a
-    /// retry of the same item writes to the same keys: `20250101T000000Z-20250102T000000Z-g0`.
+    /// retry of the same item writes to the same keys: `20250101T000000Z-20250102T000000Z-g0-i42`.
+    /// The id makes it unique even for two items whose ranges print alike (ends within the same
+    /// second), so one item can never overwrite another's objects.
     pub fn slug(&self) -> String {
         format!(
-            "{}-{}-g{}",
+            "{}-{}-g{}-i{}",
             self.range_start.format("%Y%m%dT%H%M%SZ"),
             self.range_end.format("%Y%m%dT%H%M%SZ"),
-            self.generation
+            self.generation,
+            self.id
         )
     }
 
@@ -109,7 +112,7 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
-    fn slug_is_derived_from_range_and_generation_only() {
+    fn slug_is_derived_from_what_identifies_the_item() {
         let item = WorkItem {
             id: 7,
             database: "db".into(),
@@ -119,9 +122,11 @@ mod tests {
             range_end: Utc.with_ymd_and_hms(2025, 1, 2, 0, 0, 0).unwrap(),
             generation: 3,
         };
-        assert_eq!(item.slug(), "20250101T000000Z-20250102T000000Z-g3");
-        let other_id = WorkItem { id: 99, ..item.clone() };
-        assert_eq!(item.slug(), other_id.slug());
+        assert_eq!(item.slug(), "20250101T000000Z-20250102T000000Z-g3-i7");
+        assert_eq!(item.slug(), item.clone().slug());
+        // Same printed range, different item: different keys.
+        let other = WorkItem { id: 99, range_end: item.range_end + chrono::Duration::milliseconds(300), ..item.clone() };
+        assert_ne!(item.slug(), other.slug());
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let name = format!("archiver_test_{}", uuid::Uuid::new_v4().simple());
+        // Short: the name is part of every object key, and s3s-fs stores a key's metadata under a
+        // file named after the base64 of the whole key, which must fit in 255 bytes.
+        let name = format!("arch_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let admin = PgPoolOptions::new().max_connections(1).connect_with(admin_options()).await.expect(
             "PostgreSQL must be reachable on PGHOST:PGPORT (default 127.0.0.1:5432) with trust auth for the tests",
         );

@@ -532,20 +532,32 @@ pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
     let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { "(root)".to_string() } else { path };
+        if is_secret_path(&path) {
+            // serde's messages quote the offending value; this one may be a secret.
+            return err(&path, "invalid value (not shown: it may be a secret); expected text".into());
+        }
         err(&path, e.into_inner().to_string())
     })?;
     validate(&config).map_err(|(p, m)| err(&p, m))?;
     Ok(Loaded { config, ignored })
 }
 
+/// Keys whose values are secrets: never re-read, never echoed in an error.
+const SECRET_KEYS: &[&str] = &["password", "secret_access_key", "aws_secret_access_key", "access_key_id", "aws_access_key_id", "url"];
+
+fn is_secret_path(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    SECRET_KEYS.contains(&last)
+}
+
 /// Replaces `${VAR}` and `${VAR:-default}` in every string value. A value that is exactly one
-/// substitution is re-read as YAML, so `port: ${PGPORT:-5432}` is a number.
+/// substitution is re-read as YAML, so `port: ${PGPORT:-5432}` is a number (secrets stay text).
 fn substitute(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), (String, String)> {
     match v {
         Value::String(s) if s.contains("${") => {
             let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
             let out = expand(s, env).map_err(|m| (path.to_string(), m))?;
-            *v = if whole {
+            *v = if whole && !is_secret_path(path) {
                 match serde_yaml_ng::from_str::<Value>(&out) {
                     Ok(scalar @ (Value::Number(_) | Value::Bool(_))) => scalar,
                     _ => Value::String(out),
@@ -886,6 +898,14 @@ mod tests {
         let text = MINIMAL.replace("user: u", "user: u\n    password: [hunter2]");
         let err = parse("c.yaml", &text, &env_none).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+        let text = MINIMAL.replace("user: u", "user: u\n    password: {hunter2: 1}");
+        let err = parse("c.yaml", &text, &env_none).unwrap_err();
+        assert!(!err.to_string().contains("hunter2") && err.path.ends_with("password"), "{err}");
+        // A numeric password from the environment stays text instead of failing with its value.
+        let text = MINIMAL.replace("user: u", "user: u\n    password: ${DB_PW}");
+        let env = |k: &str| (k == "DB_PW").then(|| "123456".to_string());
+        let c = parse("c.yaml", &text, &env).unwrap().config;
+        assert_eq!(c.databases[0].password.as_deref(), Some("123456"));
     }
 
     #[test]

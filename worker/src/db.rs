@@ -59,7 +59,12 @@ pub fn url_options(url: &str) -> Result<PgConnectOptions, String> {
 }
 
 fn with_session(opts: PgConnectOptions) -> PgConnectOptions {
-    opts.application_name(APPLICATION_NAME).options([("TimeZone", "UTC")])
+    use sqlx::ConnectOptions;
+    // A 50,000-row batch takes about a second by design; sqlx would warn about each one.
+    opts.application_name(APPLICATION_NAME)
+        .options([("TimeZone", "UTC")])
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(30))
 }
 
 /// A pool of `size` connections. Connecting is lazy: errors show at first use, where the caller

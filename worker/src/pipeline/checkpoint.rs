@@ -27,8 +27,10 @@ pub struct BatchRecord {
     pub last_pk: String,
     pub day: NaiveDate,
     pub window_end: DateTime<Utc>,
-    pub pks: Vec<String>,
-    pub xmins: Vec<String>,
+    /// The batch's primary keys, a JSON array of strings; `[]` once deleted.
+    pub pks: String,
+    /// Their row versions (`xmin`) in the same order.
+    pub xmins: String,
     pub state: String,
     pub deleted_count: Option<i64>,
 }
@@ -198,11 +200,13 @@ impl CheckpointStore {
         E: sqlx::Executor<'e, Database = Postgres>,
     {
         let wi = self.t("work_items");
-        let (id, generation): (i64, i32) = sqlx::query_as(&format!(
+        // The stored bounds (microseconds) are returned, not the arguments (nanoseconds), so a
+        // message built from this item matches its record exactly.
+        let (id, generation, range_start, range_end): (i64, i32, DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(&format!(
             "INSERT INTO {wi} (database, schema_name, table_name, range_start, range_end, generation)
              SELECT $1, $2, $3, $4, $5, coalesce(max(generation) + 1, 0) FROM {wi}
              WHERE database = $1 AND schema_name = $2 AND table_name = $3 AND range_start = $4 AND range_end = $5
-             RETURNING id, generation"
+             RETURNING id, generation, range_start, range_end"
         ))
         .bind(database)
         .bind(schema)
@@ -216,8 +220,8 @@ impl CheckpointStore {
             database: database.into(),
             schema: schema.into(),
             table: table.into(),
-            range_start: start,
-            range_end: end,
+            range_start,
+            range_end,
             generation,
         })
     }
@@ -343,16 +347,19 @@ impl CheckpointStore {
         .await
     }
 
-    /// Records an uploaded, verified batch, if `owner` still holds the item. False if not.
+    /// Records an uploaded, verified batch, if `owner` still holds the item. False if not. The
+    /// item row is locked for the insert, so a claim by another worker waits for it and then sees
+    /// the record.
     pub async fn record_batch(&self, b: &BatchRecord, owner: &str) -> Result<bool, sqlx::Error> {
         let r = sqlx::query(&format!(
-            "INSERT INTO {} (item_id, seq, object_key, row_count, byte_size, sha256, store_checksum, first_ts,
+            "WITH lease AS (
+                 SELECT id FROM {} WHERE id = $1 AND lease_owner = $16 AND state = 'running' AND lease_until > now()
+                 FOR UPDATE)
+             INSERT INTO {} (item_id, seq, object_key, row_count, byte_size, sha256, store_checksum, first_ts,
                 first_pk, last_ts, last_pk, day, window_end, pks, xmins, state)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'uploaded'
-             WHERE EXISTS (SELECT 1 FROM {} WHERE id = $1 AND lease_owner = $16 AND state = 'running'
-                           AND lease_until > now())",
-            self.t("batches"),
-            self.t("work_items")
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'uploaded' FROM lease",
+            self.t("work_items"),
+            self.t("batches")
         ))
         .bind(b.item_id)
         .bind(b.seq)
@@ -375,16 +382,17 @@ impl CheckpointStore {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Marks a batch deleted and adds it to the item's totals. Runs on the caller's connection so
-    /// that, with the store inside the source database, it commits with the delete itself.
+    /// Marks a batch deleted and adds it to the item's totals; false if it was marked already.
+    /// Runs on the caller's connection so that, with the store inside the source database, it
+    /// commits with the delete itself.
     pub async fn mark_deleted(
         &self,
         conn: &mut sqlx::PgConnection,
         b: &BatchRecord,
         deleted: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!(
-            "UPDATE {} SET state = 'deleted', deleted_count = $3, deleted_at = now(), pks = '{{}}', xmins = '{{}}'
+    ) -> Result<bool, sqlx::Error> {
+        let marked = sqlx::query(&format!(
+            "UPDATE {} SET state = 'deleted', deleted_count = $3, deleted_at = now(), pks = '[]', xmins = '[]'
              WHERE item_id = $1 AND seq = $2 AND state = 'uploaded'",
             self.t("batches")
         ))
@@ -393,6 +401,10 @@ impl CheckpointStore {
         .bind(deleted)
         .execute(&mut *conn)
         .await?;
+        if marked.rows_affected() == 0 {
+            // Marked by an earlier attempt whose commit we did not hear of: count it once.
+            return Ok(false);
+        }
         sqlx::query(&format!(
             "UPDATE {} SET rows_archived = rows_archived + $2, bytes_archived = bytes_archived + $3,
                 objects = objects + 1, rows_short = rows_short + $4, updated_at = now()
@@ -404,7 +416,7 @@ impl CheckpointStore {
         .bind(b.byte_size)
         .bind(b.row_count - deleted)
         .execute(&mut *conn)
-        .await
-        .map(drop)
+        .await?;
+        Ok(true)
     }
 }

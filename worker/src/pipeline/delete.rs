@@ -53,15 +53,16 @@ pub async fn delete_batch(
     }
     let deleted = sqlx::query(&sql.delete).bind(&batch.pks).bind(&batch.xmins).execute(&mut *tx).await?.rows_affected()
         as i64;
-    if checkpoints.in_source {
-        checkpoints.mark_deleted(&mut tx, batch, deleted).await?;
+    let first_time = if checkpoints.in_source {
+        let marked = checkpoints.mark_deleted(&mut tx, batch, deleted).await?;
         tx.commit().await?;
+        marked
     } else {
         tx.commit().await?;
         let mut conn = checkpoints.pool().acquire().await?;
-        checkpoints.mark_deleted(&mut conn, batch, deleted).await?;
-    }
-    if deleted < batch.row_count {
+        checkpoints.mark_deleted(&mut conn, batch, deleted).await?
+    };
+    if first_time && deleted < batch.row_count {
         tracing::warn!(
             key = %batch.object_key,
             archived = batch.row_count,

@@ -59,10 +59,12 @@ impl Encoder {
     }
 
     pub fn finish(self) -> Encoded {
-        let body = match self.inner {
+        let mut body = match self.inner {
             Inner::Zstd(e) => e.finish().expect("finish in memory"),
             Inner::Gzip(e) => e.finish().expect("finish in memory"),
         };
+        // The buffer grew by doubling; keep only what the object needs while it waits in line.
+        body.shrink_to_fit();
         Encoded { sha256: sha256(&body), body: Bytes::from(body), raw_bytes: self.raw_bytes }
     }
 }

@@ -41,7 +41,9 @@ impl TableSql {
                 "{select} WHERE {ts} >= $1::text::{tt} AND {ts} < $2 AND ({ts}, {pk}) > ($1::text::{tt}, $4::text::{pt}) {order}"
             ),
             delete: format!(
-                "DELETE FROM {t} AS {ALIAS} USING unnest($1::text[], $2::text[]) AS k(pk, x)
+                "DELETE FROM {t} AS {ALIAS}
+                 USING unnest(ARRAY(SELECT json_array_elements_text($1::json)),
+                              ARRAY(SELECT json_array_elements_text($2::json))) AS k(pk, x)
                  WHERE {pk} = k.pk::{pt} AND {ALIAS}.xmin = k.x::xid"
             ),
         }
@@ -70,15 +72,39 @@ impl Window {
 /// A batch read and encoded, not yet stored.
 pub struct Extracted {
     pub encoded: Encoded,
-    pub pks: Vec<String>,
-    pub xmins: Vec<String>,
+    /// Primary keys as a JSON array of strings.
+    pub pks: String,
+    /// Row versions (`xmin`) in the same order, as a JSON array.
+    pub xmins: String,
+    pub rows: usize,
     pub first: (String, String),
     pub last: (String, String),
 }
 
 impl Extracted {
     pub fn rows(&self) -> usize {
-        self.pks.len()
+        self.rows
+    }
+}
+
+/// A JSON array of strings built row by row: one growing buffer instead of one allocation per
+/// row, which is most of a batch's memory besides its compressed body.
+#[derive(Default)]
+struct JsonList(Vec<u8>);
+
+impl JsonList {
+    fn push(&mut self, s: &str) {
+        self.0.push(if self.0.is_empty() { b'[' } else { b',' });
+        serde_json::to_writer(&mut self.0, s).expect("writing to memory");
+    }
+
+    fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            self.0.push(b'[');
+        }
+        self.0.push(b']');
+        self.0.shrink_to_fit();
+        String::from_utf8(self.0).expect("serde_json writes UTF-8")
     }
 }
 
@@ -97,26 +123,36 @@ pub async fn next_batch(
         Some((ts, pk)) => sqlx::query(&sql.next).bind(ts).bind(window.end).bind(limit as i64).bind(pk),
     };
     let mut rows = query.fetch(conn);
-    let mut pks = Vec::with_capacity(limit.min(100_000) as usize);
-    let mut xmins = Vec::with_capacity(limit.min(100_000) as usize);
+    let (mut pks, mut xmins) = (JsonList::default(), JsonList::default());
+    let mut count = 0;
     let mut first = None;
-    let mut last_ts = String::new();
+    let (mut last_ts, mut last_pk) = (String::new(), String::new());
     while let Some(row) = rows.try_next().await? {
-        let pk: String = row.try_get(0)?;
-        let ts: String = row.try_get(1)?;
-        let xmin: String = row.try_get(2)?;
+        let pk: &str = row.try_get(0)?;
+        let ts: &str = row.try_get(1)?;
+        let xmin: &str = row.try_get(2)?;
         let json: &str = row.try_get(3)?;
         encoder.push(json);
         if first.is_none() {
-            first = Some((ts.clone(), pk.clone()));
+            first = Some((ts.to_string(), pk.to_string()));
         }
-        last_ts = ts;
+        last_ts.clear();
+        last_ts.push_str(ts);
+        last_pk.clear();
+        last_pk.push_str(pk);
         pks.push(pk);
         xmins.push(xmin);
+        count += 1;
     }
     let Some(first) = first else { return Ok(None) };
-    let last = (last_ts, pks.last().cloned().expect("at least one row"));
-    Ok(Some(Extracted { encoded: encoder.finish(), pks, xmins, first, last }))
+    Ok(Some(Extracted {
+        encoded: encoder.finish(),
+        pks: pks.finish(),
+        xmins: xmins.finish(),
+        rows: count,
+        first,
+        last: (last_ts, last_pk),
+    }))
 }
 
 #[cfg(test)]

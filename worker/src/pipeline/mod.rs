@@ -167,11 +167,25 @@ pub struct Pipeline {
     pub hooks: Arc<dyn Hooks>,
 }
 
-/// Counters a progress display can read while items run.
+/// What this process archived (rows deleted after their object was verified and recorded),
+/// readable while items run: in total, and per table label.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub rows: std::sync::atomic::AtomicU64,
     pub bytes: std::sync::atomic::AtomicU64,
+    pub tables: dashmap::DashMap<String, ItemReport>,
+}
+
+impl Progress {
+    fn add(&self, item: &WorkItem, b: &BatchRecord, deleted: i64) {
+        self.rows.fetch_add(b.row_count as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(b.byte_size as u64, Ordering::Relaxed);
+        let mut t = self.tables.entry(item.table_label()).or_default();
+        t.rows += b.row_count;
+        t.bytes += b.byte_size;
+        t.objects += 1;
+        t.rows_short += b.row_count - deleted;
+    }
 }
 
 impl Pipeline {
@@ -248,7 +262,8 @@ impl Pipeline {
         for b in recorded.iter().filter(|b| b.state == "uploaded") {
             tracing::info!(key = %b.object_key, seq = b.seq, "finishing a batch recorded by an earlier attempt");
             self.check_recorded(b).await?;
-            self.delete(source, &sql, b, &limits, lost).await?;
+            let deleted = self.delete(source, &sql, b, &limits, lost).await?;
+            progress.add(item, b, deleted);
             self.hooks.at(Point::Deleted, item, b.seq).await?;
         }
 
@@ -368,11 +383,10 @@ impl Pipeline {
             return Err(PipelineError::LeaseLost);
         }
         self.hooks.at(Point::Recorded, item, seq).await?;
-        self.delete(source, sql, &record, limits, lost).await?;
+        let deleted = self.delete(source, sql, &record, limits, lost).await?;
+        progress.add(item, &record, deleted);
         self.hooks.at(Point::Deleted, item, seq).await?;
         *rows_done += record.row_count as u64;
-        progress.rows.fetch_add(record.row_count as u64, Ordering::Relaxed);
-        progress.bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
     }
 
@@ -462,12 +476,16 @@ async fn produce(
         }
         let encoder = Encoder::new(s.compression, s.compression_level);
         let read = async {
-            let mut conn = pool.acquire().await?;
-            sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+            // A read-only transaction, so the timeout stays with this statement and leaves the
+            // pooled connection as it was.
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT set_config('statement_timeout', $1, true), set_config('transaction_read_only', 'on', true)")
                 .bind(format!("{}ms", s.statement_timeout.as_millis()))
-                .execute(&mut *conn)
+                .execute(&mut *tx)
                 .await?;
-            extract::next_batch(&mut conn, &sql, window, after.as_ref(), s.batch_size, encoder).await
+            let batch = extract::next_batch(&mut tx, &sql, window, after.as_ref(), s.batch_size, encoder).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(batch)
         };
         let batch = match read.await {
             Ok(b) => b,

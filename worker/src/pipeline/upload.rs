@@ -17,7 +17,7 @@ pub fn store_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
-        .with_max_times(5)
+        .with_max_times(3)
         .with_jitter()
 }
 

@@ -73,13 +73,14 @@ impl S3Store {
             Some("SSE-KMS") | Some("AWS:KMS") => Some(ServerSideEncryption::AwsKms),
             Some(other) => return Err(StorageError::Config(format!("unsupported s3.encryption {other:?}"))),
         };
+        let kms_key_id = if matches!(sse, Some(ServerSideEncryption::AwsKms)) { cfg.kms_key_id.clone() } else { None };
         Ok(S3Store {
             client: Client::from_conf(builder.build()),
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.trim_matches('/').to_string(),
             storage_class: cfg.storage_class.as_deref().map(StorageClass::from),
             sse,
-            kms_key_id: cfg.kms_key_id.clone(),
+            kms_key_id,
             multipart_threshold: (cfg.multipart_threshold_mb * 1024 * 1024).max(MIN_PART),
             endpoint: cfg.endpoint.clone(),
         })
