@@ -44,19 +44,20 @@ fn in_scope(prepared: &Prepared, row: &ItemRow) -> bool {
 pub async fn publish_unpublished(prepared: &Prepared, broker: &Broker) -> anyhow::Result<usize> {
     let mut n = 0;
     for cp in stores(prepared) {
-        for row in cp.unpublished().await? {
-            if in_scope(prepared, &row) {
-                publish(&cp, broker, &row.item()).await?;
-                n += 1;
-            }
-        }
+        let items: Vec<WorkItem> =
+            cp.unpublished().await?.into_iter().filter(|r| in_scope(prepared, r)).map(|r| r.item()).collect();
+        publish(&cp, broker, &items).await?;
+        n += items.len();
     }
     Ok(n)
 }
 
-async fn publish(cp: &CheckpointStore, broker: &Broker, item: &WorkItem) -> anyhow::Result<()> {
-    broker.publish_item(item, FieldTable::default()).await?;
-    cp.mark_published(item.id).await?;
+/// Publishes in chunks; each chunk is marked published only after the broker confirmed all of it.
+async fn publish(cp: &CheckpointStore, broker: &Broker, items: &[WorkItem]) -> anyhow::Result<()> {
+    for chunk in items.chunks(500) {
+        broker.publish_items(chunk, |_| FieldTable::default()).await?;
+        cp.mark_published(&chunk.iter().map(|i| i.id).collect::<Vec<_>>()).await?;
+    }
     Ok(())
 }
 
@@ -67,7 +68,7 @@ pub async fn reconcile(prepared: &Prepared, broker: &Broker) -> anyhow::Result<u
         for row in cp.expired_leases().await? {
             if in_scope(prepared, &row) {
                 tracing::warn!(item = %row.item().slug(), table = %row.item().table_label(), owner = ?row.lease_owner, "lease expired; re-publishing");
-                publish(&cp, broker, &row.item()).await?;
+                publish(&cp, broker, &[row.item()]).await?;
                 n += 1;
             }
         }
@@ -100,8 +101,9 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
             planned.push((source.checkpoints.clone(), item.id, p.label.clone()));
         }
     }
+    let planned_in = started.elapsed();
     let published = publish_unpublished(&prepared, &broker).await?;
-    tracing::info!(items = planned.len(), published, "planned and published");
+    tracing::info!(items = planned.len(), published, ?planned_in, total = ?started.elapsed(), "planned and published");
     if !opts.wait {
         eprintln!("{} items planned or resumed, {published} published to {}", planned.len(), broker.names.work);
         broker.close().await;
@@ -181,9 +183,7 @@ pub async fn enqueue(
     }
     let items = plan::plan_range(source, &info, from, to).await?;
     let broker = Broker::connect(queue, "archiver-coordinator enqueue").await?;
-    for item in &items {
-        publish(&source.checkpoints, &broker, item).await?;
-    }
+    publish(&source.checkpoints, &broker, &items).await?;
     broker.close().await;
     Ok(items)
 }
@@ -202,7 +202,7 @@ pub async fn retry_failed(config: &Config, scope: &Scope) -> anyhow::Result<usiz
         for row in cp.failed().await? {
             if in_scope(&prepared, &row) {
                 cp.requeue(row.id).await?;
-                publish(&cp, &broker, &row.item()).await?;
+                publish(&cp, &broker, &[row.item()]).await?;
                 n += 1;
             }
         }

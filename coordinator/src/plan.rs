@@ -92,33 +92,38 @@ pub async fn plan_table(source: &Source, info: &TableInfo, dry_run: bool) -> Res
     let busy: Vec<(DateTime<Utc>, DateTime<Utc>)> = unfinished.iter().map(|r| (r.range_start, r.range_end)).collect();
     let queries = RangeQueries::new(info);
     let interval = s.range_interval;
-    let mut next = queries.min_ts(source, None, cutoff).await?;
-    while let Some(t) = next {
+    let mut ranges = Vec::new();
+    for t in queries.slots(source, cutoff, interval).await? {
         let start = align_down(t, interval);
         let end = (start + chrono::Duration::from_std(interval).expect("interval fits")).min(cutoff);
-        for (a, b) in subtract((start, end), &busy) {
-            if !queries.any_rows(source, a, b).await? {
-                continue;
+        let pieces = subtract((start, end), &busy);
+        // Uncut, the slot holds the row at `t`; only pieces left by unfinished items need a look.
+        let uncut = pieces.len() == 1 && pieces[0] == (start, end);
+        for (a, b) in pieces {
+            if uncut || queries.any_rows(source, a, b).await? {
+                ranges.push((a, b));
             }
-            let item = match tx.as_mut() {
-                Some(tx) => cp.insert_item(&mut **tx, &s.database, &s.schema, &s.table, a, b).await?,
-                None => WorkItem {
-                    id: 0,
-                    database: s.database.clone(),
-                    schema: s.schema.clone(),
-                    table: s.table.clone(),
-                    range_start: a,
-                    range_end: b,
-                    generation: 0,
-                },
-            };
-            plan.new.push(item);
         }
-        next = queries.min_ts(source, Some(end), cutoff).await?;
     }
-    if let Some(tx) = tx {
-        tx.commit().await?;
-    }
+    plan.new = match tx {
+        Some(mut tx) => {
+            let items = cp.insert_items(&mut *tx, &s.database, &s.schema, &s.table, &ranges).await?;
+            tx.commit().await?;
+            items
+        }
+        None => ranges
+            .into_iter()
+            .map(|(a, b)| WorkItem {
+                id: 0,
+                database: s.database.clone(),
+                schema: s.schema.clone(),
+                table: s.table.clone(),
+                range_start: a,
+                range_end: b,
+                generation: 0,
+            })
+            .collect(),
+    };
     Ok(plan)
 }
 
@@ -141,17 +146,18 @@ pub async fn plan_range(
         cp.unfinished(&s.database, &s.schema, &s.table).await?.iter().map(|r| (r.range_start, r.range_end)).collect();
     let queries = RangeQueries::new(info);
     let step = chrono::Duration::from_std(s.range_interval).expect("interval fits");
-    let mut items = Vec::new();
+    let mut ranges = Vec::new();
     let mut start = from;
     while start < to {
         let end = (align_down(start, s.range_interval) + step).min(to);
         for (a, b) in subtract((start, end), &busy) {
             if queries.any_rows(source, a, b).await? {
-                items.push(cp.insert_item(&mut *tx, &s.database, &s.schema, &s.table, a, b).await?);
+                ranges.push((a, b));
             }
         }
         start = end;
     }
+    let items = cp.insert_items(&mut *tx, &s.database, &s.schema, &s.table, &ranges).await?;
     tx.commit().await?;
     Ok(items)
 }
@@ -168,6 +174,7 @@ pub async fn oldest_before(
 struct RangeQueries {
     min_ts: String,
     any: String,
+    slots: String,
 }
 
 impl RangeQueries {
@@ -178,7 +185,31 @@ impl RangeQueries {
         RangeQueries {
             min_ts: format!("SELECT min({ts})::timestamptz FROM {t} WHERE {ts} >= $1 AND {ts} < $2"),
             any: format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {ts} >= $1 AND {ts} < $2)"),
+            // A skip scan in one round trip: the oldest row, then the oldest row of each next
+            // non-empty slot, each found by one index probe.
+            slots: format!(
+                "WITH RECURSIVE slots(ts) AS (
+                     SELECT (SELECT min({ts})::timestamptz FROM {t} WHERE {ts} < $1)
+                     UNION ALL
+                     SELECT (SELECT min({ts})::timestamptz FROM {t}
+                             WHERE {ts} >= to_timestamp((floor(extract(epoch FROM s.ts) / $2::bigint) + 1) * $2::bigint)
+                               AND {ts} < $1)
+                     FROM slots s WHERE s.ts IS NOT NULL)
+                 SELECT ts FROM slots WHERE ts IS NOT NULL"
+            ),
         }
+    }
+
+    /// The oldest timestamp of every `interval` slot before the cutoff that holds rows.
+    async fn slots(
+        &self,
+        source: &Source,
+        cutoff: DateTime<Utc>,
+        interval: Duration,
+    ) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
+        let rows: Vec<(DateTime<Utc>,)> =
+            sqlx::query_as(&self.slots).bind(cutoff).bind(interval.as_secs() as i64).fetch_all(&source.pool).await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
     /// The oldest timestamp in `[from, cutoff)`; `from` None means no lower bound.

@@ -357,3 +357,64 @@ async fn enqueue_validates_and_publishes_an_ad_hoc_range() {
         .unwrap();
     assert!(older > 0, "rows outside the range are untouched");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_in_flight_items_back_and_exits_in_bounded_time() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seeded(&env.db, 3_000).await;
+    let defaults = "  range_interval: 400d\n  batch_size: 50\n  sleep_between_batches: 0.2";
+    let config = env.config(defaults, AUDIT_TABLE);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml(&env.db, &format!("{}{}", env.s3.yaml(""), queue_yaml(&env.queue)), defaults, AUDIT_TABLE))
+        .unwrap();
+    let before = snapshot(&env.db, "audit_log").await;
+    let opts = DistOptions { scope: Scope::default(), wait: false, progress: false, poll: Duration::from_millis(300) };
+    distributed::run(&config, opts, CancellationToken::new()).await.unwrap();
+    let bin = env!("CARGO_BIN_EXE_archiver-coordinator").replace("archiver-coordinator", "archiver-worker");
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["--config", path.to_str().unwrap(), "--concurrency", "2", "--shutdown-grace", "20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it is mid-item, then ask it to stop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM archiver.batches").fetch_one(&env.db.pool).await.unwrap();
+        if n >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = Instant::now();
+    libc_kill(child.id().unwrap() as i32);
+    let status = tokio::time::timeout(Duration::from_secs(25), child.wait()).await.expect("exited in bounded time").unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    eprintln!("stopped {:.1}s after SIGTERM", t.elapsed().as_secs_f64());
+    let (running,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM archiver.work_items WHERE state = 'running'").fetch_one(&env.db.pool).await.unwrap();
+    assert_eq!(running, 0, "in-flight items were handed back, not left under a lease");
+    assert_nothing_lost(&before, &snapshot(&env.db, "audit_log").await, &*open_store(&config).await).await;
+    // Another worker picks the handed-back items up right away (no lease to wait for).
+    let shutdown = CancellationToken::new();
+    let worker = spawn_worker(&config, &shutdown);
+    let summary = run_wait(&config).await;
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    assert!(summary.all_finished(), "{summary}");
+    assert_exactly_once(&before, &snapshot(&env.db, "audit_log").await, &*open_store(&config).await).await;
+}
+
+fn libc_kill(pid: i32) {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    const SIGTERM: i32 = 15;
+    // SAFETY: plain syscall on our child's pid.
+    unsafe {
+        kill(pid, SIGTERM);
+    }
+}

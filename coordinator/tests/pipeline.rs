@@ -501,3 +501,36 @@ async fn back_to_back_runs_never_overwrite_each_others_objects() {
     assert_eq!(archived.len() as i64, archived_total, "the summaries count each archived row once");
     assert!(archived.len() > 600, "{}", archived.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lost_its_lease_deletes_nothing_more() {
+    let db = TestDb::new().await;
+    seeded(&db, 2_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("storage:\n  type: local\n  path: {}\n", dir.path().display());
+    let config = parse(&yaml(&db, &storage, "  range_interval: 4000d\n  batch_size: 100", AUDIT_TABLE));
+    let pool = db.pool.clone();
+    // While batch 2 is read, another worker takes the item over (as if our lease had expired).
+    let steal = Arc::new(Once {
+        point: Point::Extracted,
+        fired: Default::default(),
+        f: move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("UPDATE archiver.work_items SET lease_owner = 'thief', lease_until = now() + interval '1 hour' WHERE state = 'running'")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        },
+    });
+    let before = snapshot(&db, "audit_log").await;
+    let summary = run(&config, RunOptions { hooks: steal, ..opts(1) }).await;
+    assert!(!summary.all_finished());
+    let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM archiver.batches").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(recorded, 0, "no batch recorded or deleted after the lease was gone");
+    assert_eq!(snapshot(&db, "audit_log").await, before, "nothing deleted");
+    let (owner,): (String,) =
+        sqlx::query_as("SELECT lease_owner FROM archiver.work_items WHERE state = 'running'").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(owner, "thief", "the loser did not overwrite the new owner's claim");
+}

@@ -704,8 +704,8 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if d.retention_days == 0 {
         return e("defaults.retention_days", "must be at least 1");
     }
-    if d.range_interval.0 < Duration::from_secs(60) {
-        return e("defaults.range_interval", "must be at least one minute");
+    if d.range_interval.0 < Duration::from_secs(60) || d.range_interval.0.subsec_nanos() != 0 {
+        return e("defaults.range_interval", "must be whole seconds, at least one minute");
     }
     if d.max_rows_per_second == Some(0) {
         return e("defaults.max_rows_per_second", "must be at least 1 (leave it out for no limit)");

@@ -170,10 +170,10 @@ impl CheckpointStore {
         q.fetch_all(&self.pool).await
     }
 
-    /// Records that the broker confirmed the item's message.
-    pub async fn mark_published(&self, id: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!("UPDATE {} SET published_at = now() WHERE id = $1", self.t("work_items")))
-            .bind(id)
+    /// Records that the broker confirmed these items' messages.
+    pub async fn mark_published(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!("UPDATE {} SET published_at = now() WHERE id = ANY($1)", self.t("work_items")))
+            .bind(ids)
             .execute(&self.pool)
             .await
             .map(drop)
@@ -186,44 +186,54 @@ impl CheckpointStore {
             .await
     }
 
-    /// Inserts a pending item for the range with the next free generation and returns it.
-    pub async fn insert_item<'e, E>(
+    /// Inserts pending items for many ranges in one statement (each with the next free
+    /// generation of its range) and returns them ordered by range.
+    pub async fn insert_items<'e, E>(
         &self,
         exec: E,
         database: &str,
         schema: &str,
         table: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<WorkItem, sqlx::Error>
+        ranges: &[(DateTime<Utc>, DateTime<Utc>)],
+    ) -> Result<Vec<WorkItem>, sqlx::Error>
     where
         E: sqlx::Executor<'e, Database = Postgres>,
     {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
         let wi = self.t("work_items");
-        // The stored bounds (microseconds) are returned, not the arguments (nanoseconds), so a
-        // message built from this item matches its record exactly.
-        let (id, generation, range_start, range_end): (i64, i32, DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(&format!(
+        let starts: Vec<DateTime<Utc>> = ranges.iter().map(|r| r.0).collect();
+        let ends: Vec<DateTime<Utc>> = ranges.iter().map(|r| r.1).collect();
+        let rows: Vec<(i64, i32, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(&format!(
             "INSERT INTO {wi} (database, schema_name, table_name, range_start, range_end, generation)
-             SELECT $1, $2, $3, $4, $5, coalesce(max(generation) + 1, 0) FROM {wi}
-             WHERE database = $1 AND schema_name = $2 AND table_name = $3 AND range_start = $4 AND range_end = $5
+             SELECT $1, $2, $3, r.s, r.e, coalesce((SELECT max(w.generation) + 1 FROM {wi} w
+                 WHERE w.database = $1 AND w.schema_name = $2 AND w.table_name = $3
+                   AND w.range_start = r.s AND w.range_end = r.e), 0)
+             FROM unnest($4::timestamptz[], $5::timestamptz[]) AS r(s, e)
              RETURNING id, generation, range_start, range_end"
         ))
         .bind(database)
         .bind(schema)
         .bind(table)
-        .bind(start)
-        .bind(end)
-        .fetch_one(exec)
+        .bind(&starts)
+        .bind(&ends)
+        .fetch_all(exec)
         .await?;
-        Ok(WorkItem {
-            id,
-            database: database.into(),
-            schema: schema.into(),
-            table: table.into(),
-            range_start,
-            range_end,
-            generation,
-        })
+        let mut items: Vec<WorkItem> = rows
+            .into_iter()
+            .map(|(id, generation, range_start, range_end)| WorkItem {
+                id,
+                database: database.into(),
+                schema: schema.into(),
+                table: table.into(),
+                range_start,
+                range_end,
+                generation,
+            })
+            .collect();
+        items.sort_by_key(|i| i.range_start);
+        Ok(items)
     }
 
     /// Claims an item for `owner` if it is pending, failed, or running under an expired lease.

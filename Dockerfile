@@ -1,0 +1,28 @@
+# Both binaries of the archiver: archiver-coordinator and archiver-worker.
+#
+#   docker build -t audit-archiver .
+#   docker run --rm -v $PWD/deploy/config.yaml:/etc/archiver/config.yaml:ro audit-archiver \
+#     archiver-worker --config /etc/archiver/config.yaml
+#
+# compose.yaml builds it for the `coordinator` and `worker` services.
+
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+# Only the workspace's sources (not a local target/ directory).
+COPY Cargo.toml Cargo.lock ./
+COPY proto proto
+COPY worker worker
+COPY coordinator coordinator
+COPY loadtest loadtest
+COPY testkit testkit
+RUN cargo build --release --locked -p archiver-coordinator -p archiver-worker
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /src/target/release/archiver-coordinator /src/target/release/archiver-worker /usr/local/bin/
+RUN useradd --system --create-home --home-dir /var/lib/archiver --uid 10001 archiver
+USER archiver
+WORKDIR /var/lib/archiver
+CMD ["archiver-worker", "--help"]
