@@ -1,5 +1,5 @@
-//! The coordinator: plans work items and runs them, in-process (standalone mode) or, later, over
-//! RabbitMQ.
+//! The coordinator: plans work items and runs them in-process (standalone mode), or records and
+//! publishes them to RabbitMQ for `archiver-worker` processes (distributed mode).
 
 pub mod demo;
 pub mod distributed;

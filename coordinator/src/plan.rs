@@ -37,13 +37,7 @@ impl TablePlan {
 
 /// The retention cutoff by the database's clock.
 pub async fn cutoff(source: &Source, retention_days: u32) -> Result<DateTime<Utc>, sqlx::Error> {
-    // Whole seconds: ranges and object names print the same, and runs started within the same
-    // second cut the same last range.
-    let (c,): (DateTime<Utc>,) = sqlx::query_as("SELECT date_trunc('second', now() - make_interval(days => $1))")
-        .bind(retention_days as i32)
-        .fetch_one(&source.pool)
-        .await?;
-    Ok(c)
+    archiver_worker::table::cutoff(&source.pool, retention_days).await
 }
 
 /// Rows older than the cutoff (NULL timestamps excluded).

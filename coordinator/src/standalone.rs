@@ -101,6 +101,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
         worker_id: opts.worker_id.clone(),
         lease: config.checkpoint.lease_duration.0,
         hooks: opts.hooks.clone(),
+        hand_back_transient: false,
     });
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(opts.progress, total_items);

@@ -729,8 +729,11 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         return e("checkpoint.lease_duration", "must be at least 3s");
     }
     if let Some(q) = &c.queue {
-        if !(q.url.starts_with("amqp://") || q.url.starts_with("amqps://")) {
-            return e("queue.url", "must be an amqp:// or amqps:// URL");
+        if q.url.starts_with("amqps://") {
+            return e("queue.url", "amqps:// (TLS) is not supported by this build; use amqp:// (e.g. inside a private network or through a TLS sidecar)");
+        }
+        if !q.url.starts_with("amqp://") {
+            return e("queue.url", "must be an amqp:// URL");
         }
         if q.name.is_empty() || q.name.len() > 200 {
             return e("queue.name", "must be 1 to 200 characters");

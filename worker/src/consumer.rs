@@ -77,6 +77,7 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
         worker_id: opts.worker_id.clone(),
         lease: config.checkpoint.lease_duration.0,
         hooks: opts.hooks.clone(),
+        hand_back_transient: true,
     };
     let shared = Arc::new(Shared {
         allow: pipeline.tables.keys().cloned().collect(),
@@ -114,8 +115,9 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
         let mut consumer = match consumer {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot consume; reconnecting");
-                continue;
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(error = %e, ?wait, "cannot consume; reconnecting");
+                tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = shutdown.cancelled() => break }
             }
         };
         backoff = reconnect_backoff();
@@ -223,6 +225,19 @@ async fn handle(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery) {
             return retry_later(&shared, &broker, &d).await;
         }
     }
+    // The retention window may have been raised since the item was planned.
+    let info = &shared.pipeline.tables[&key];
+    match crate::table::cutoff(&shared.pipeline.sources[&item.database].pool, info.settings.retention_days).await {
+        Ok(cutoff) if item.range_end > cutoff => {
+            let reason = format!("range ends {} after the retention cutoff {cutoff}", item.range_end);
+            return dead_letter(&broker, &d, &reason).await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "source database unreachable; retrying later");
+            return retry_later(&shared, &broker, &d).await;
+        }
+    }
     shared.in_flight.insert(item.id, InFlight { item: item.clone(), started: Instant::now() });
     let result = shared.pipeline.run_item(item.id, &item.database, &shared.items, &shared.progress).await;
     shared.in_flight.remove(&item.id);
@@ -238,17 +253,20 @@ async fn handle(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery) {
         Err(PipelineError::LeaseLost) => ack(&d).await,
         // Test-only crash emulation: leave the message unacknowledged, as a dead process would.
         Err(PipelineError::Crashed(_)) => {}
-        Err(e) => {
+        // Retryable: the pipeline handed the item back (pending); retry it later, or give up.
+        Err(e) if e.is_retryable() => {
             let attempts = cp.item(item.id).await.ok().flatten().map(|r| r.attempts);
-            let retry = e.is_retryable() && attempts.is_none_or(|a| a < shared.queue.max_attempts as i32);
-            if retry {
-                if let Err(e) = cp.requeue(item.id).await {
-                    tracing::warn!(error = %e, "cannot mark the item pending again");
-                }
+            if attempts.is_none_or(|a| a < shared.queue.max_attempts as i32) {
                 retry_later(&shared, &broker, &d).await
             } else {
-                dead_letter(&broker, &d, &format!("failed after {} attempts: {e}", attempts.unwrap_or(0))).await
+                let reason = format!("failed after {} attempts: {e}", attempts.unwrap_or(0));
+                if let Err(e) = cp.fail_unclaimed(item.id, &reason).await {
+                    tracing::warn!(error = %e, "cannot mark the item failed");
+                }
+                dead_letter(&broker, &d, &reason).await
             }
         }
+        // Not retryable: the pipeline marked the item failed.
+        Err(e) => dead_letter(&broker, &d, &format!("failed: {e}")).await,
     }
 }

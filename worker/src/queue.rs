@@ -66,8 +66,13 @@ impl Broker {
         let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
         let mut quorum = FieldTable::default();
         quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        // Whatever the broker itself drops from the work queue (e.g. past a quorum queue's
+        // delivery limit) lands in the dead-letter queue rather than vanishing.
+        let mut work = quorum.clone();
+        work.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        work.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(names.dead.as_str().into()));
         channel
-            .queue_declare(names.work.as_str().into(), durable, quorum.clone())
+            .queue_declare(names.work.as_str().into(), durable, work)
             .await
             .map_err(broker_err("declare the work queue"))?;
         channel

@@ -7,6 +7,7 @@
 //! rows named.
 
 use archiver_proto::manifest::Column;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::config::TableSettings;
@@ -104,4 +105,15 @@ impl TableInfo {
     pub fn label(&self) -> String {
         format!("{}/{}.{}", self.settings.database, self.settings.schema, self.settings.table)
     }
+}
+
+/// The retention cutoff by the database's clock, in whole seconds: rows older than this are
+/// eligible. Whole seconds, so ranges and object names print the same and runs started within
+/// the same second cut the same last range.
+pub async fn cutoff(pool: &PgPool, retention_days: u32) -> Result<DateTime<Utc>, sqlx::Error> {
+    let (c,): (DateTime<Utc>,) = sqlx::query_as("SELECT date_trunc('second', now() - make_interval(days => $1))")
+        .bind(retention_days as i32)
+        .fetch_one(pool)
+        .await?;
+    Ok(c)
 }

@@ -302,6 +302,34 @@ impl CheckpointStore {
         .map(drop)
     }
 
+    /// Hands an item back after a transient error, keeping the error for `status`.
+    pub async fn release_with_error(&self, id: i64, owner: &str, error: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE {} SET state = 'pending', last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = now()
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            self.t("work_items")
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// Marks an item failed that nobody holds (a worker gave up after `max_attempts`).
+    pub async fn fail_unclaimed(&self, id: i64, error: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE {} SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1 AND state = 'pending'",
+            self.t("work_items")
+        ))
+        .bind(id)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
     pub async fn fail(&self, id: i64, owner: &str, error: &str) -> Result<(), sqlx::Error> {
         sqlx::query(&format!(
             "UPDATE {} SET state = 'failed', last_error = $3, lease_owner = NULL, lease_until = NULL,
@@ -317,10 +345,11 @@ impl CheckpointStore {
         .map(drop)
     }
 
-    /// A failed item that will be retried: pending again, its last error kept for `status`.
+    /// A failed item an operator retries (`retry-failed`): pending again with a fresh count of
+    /// attempts, its last error kept for `status`.
     pub async fn requeue(&self, id: i64) -> Result<(), sqlx::Error> {
         sqlx::query(&format!(
-            "UPDATE {} SET state = 'pending', updated_at = now() WHERE id = $1 AND state = 'failed'",
+            "UPDATE {} SET state = 'pending', attempts = 0, updated_at = now() WHERE id = $1 AND state = 'failed'",
             self.t("work_items")
         ))
         .bind(id)

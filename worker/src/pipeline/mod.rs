@@ -165,6 +165,10 @@ pub struct Pipeline {
     pub worker_id: String,
     pub lease: Duration,
     pub hooks: Arc<dyn Hooks>,
+    /// On a retryable error, hand the item back (pending, with its last error) instead of
+    /// marking it failed: the distributed worker retries it later and marks it failed itself
+    /// once `max_attempts` is reached.
+    pub hand_back_transient: bool,
 }
 
 /// What this process archived (rows deleted after their object was verified and recorded),
@@ -234,6 +238,11 @@ impl Pipeline {
                 Err(PipelineError::Cancelled)
             }
             Err(PipelineError::LeaseLost) => Err(PipelineError::LeaseLost),
+            Err(e) if self.hand_back_transient && e.is_retryable() => {
+                tracing::warn!(item = %item.slug(), table = %item.table_label(), error = %e, "work item hit a transient error; handing it back");
+                cp.release_with_error(item.id, &self.worker_id, &e.to_string()).await?;
+                Err(e)
+            }
             Err(e) => {
                 tracing::error!(item = %item.slug(), table = %item.table_label(), error = %e, "work item failed");
                 cp.fail(item.id, &self.worker_id, &e.to_string()).await?;
