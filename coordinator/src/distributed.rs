@@ -111,14 +111,28 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
         return Ok(summary);
     }
     let bar = crate::standalone::progress_bar(opts.progress, planned.len() as u64);
+    // The planned items, grouped by checkpoint store: one query per store and poll.
+    let mut by_store: Vec<(CheckpointStore, Vec<i64>)> = Vec::new();
+    let mut labels = std::collections::HashMap::new();
+    for (cp, id, label) in &planned {
+        labels.insert(*id, label.clone());
+        match by_store.iter_mut().find(|(c, _)| c.t("work_items") == cp.t("work_items") && c.pool().connect_options().get_database() == cp.pool().connect_options().get_database()) {
+            Some((_, ids)) => ids.push(*id),
+            None => by_store.push((cp.clone(), vec![*id])),
+        }
+    }
+    let mut last_reconcile = Instant::now();
     let rows = loop {
-        if let Err(e) = reconcile(&prepared, &broker).await {
-            tracing::warn!(error = %e, "reconcile failed");
+        if last_reconcile.elapsed() >= Duration::from_secs(5) {
+            if let Err(e) = reconcile(&prepared, &broker).await {
+                tracing::warn!(error = %e, "reconcile failed");
+            }
+            last_reconcile = Instant::now();
         }
         let mut rows = Vec::with_capacity(planned.len());
-        for (cp, id, label) in &planned {
-            if let Some(r) = cp.item(*id).await? {
-                rows.push((label.clone(), r));
+        for (cp, ids) in &by_store {
+            for r in cp.items_by_id(ids).await? {
+                rows.push((labels[&r.id].clone(), r));
             }
         }
         let finished = rows.iter().filter(|(_, r)| matches!(r.state.as_str(), "done" | "failed")).count();

@@ -126,7 +126,7 @@ async fn main() -> ExitCode {
         Command::Run { database, table, dry_run, workers, wait } => {
             let scope = scope(&database, &table);
             if config.queue.is_some() && !dry_run {
-                let opts = distributed::RunOptions { scope, wait, progress: true, poll: Duration::from_secs(1) };
+                let opts = distributed::RunOptions { scope, wait, progress: true, poll: Duration::from_millis(250) };
                 return report(distributed::run(&config, opts, shutdown).await.map(Outcome::Ran));
             }
             let opts = RunOptions { scope, dry_run, workers, ..RunOptions::default() };

@@ -157,6 +157,13 @@ impl CheckpointStore {
         .await
     }
 
+    pub async fn items_by_id(&self, ids: &[i64]) -> Result<Vec<ItemRow>, sqlx::Error> {
+        sqlx::query_as(&format!("SELECT {ITEM_COLUMNS} FROM {} WHERE id = ANY($1)", self.t("work_items")))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+    }
+
     pub async fn failed(&self) -> Result<Vec<ItemRow>, sqlx::Error> {
         self.select_items("state = 'failed'", &[]).await
     }
