@@ -19,6 +19,9 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// While `run` or `demo` works, serve /metrics, /healthz and /readyz here, e.g. 0.0.0.0:9101.
+    #[arg(long, global = true)]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,6 +124,18 @@ async fn main() -> ExitCode {
         }
     };
     let scope = |database: &Option<String>, table: &Option<String>| Scope { database: database.clone(), table: table.clone() };
+    if let (Some(addr), Command::Run { database, table, .. }) = (cli.metrics_addr, &cli.command) {
+        match archiver_worker::setup::prepare(&config, &scope(database, table), false).await {
+            Ok(prepared) => {
+                let checks = archiver_worker::consumer::readiness(&prepared, config.queue.clone());
+                if let Err(e) = archiver_worker::observe::serve(addr, checks, shutdown.clone()).await {
+                    eprintln!("error: --metrics-addr {addr}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            Err(e) => return fail(e.into()),
+        }
+    }
     match cli.command {
         Command::Demo { .. } => unreachable!("handled above"),
         Command::Run { database, table, dry_run, workers, wait } => {

@@ -416,3 +416,85 @@ fn libc_kill(pid: i32) {
         kill(pid, SIGTERM);
     }
 }
+
+/// A plain HTTP/1.0 GET, enough for our own endpoints.
+async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_serves_health_readiness_and_metrics() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seeded(&env.db, 1_000).await;
+    let defaults = "  range_interval: 4000d";
+    let config = env.config(defaults, AUDIT_TABLE);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml(&env.db, &format!("{}{}", env.s3.yaml(""), queue_yaml(&env.queue)), defaults, AUDIT_TABLE))
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let bin = env!("CARGO_BIN_EXE_archiver-coordinator").replace("archiver-coordinator", "archiver-worker");
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["--config", path.to_str().unwrap(), "--metrics-addr", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        if let Some(r) = http_get(&addr, "/healthz").await {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the worker never served /healthz");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health.0, 200);
+    let (status, body) = http_get(&addr, "/readyz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    for check in [format!("database {}: ok", env.db.name), "object store: ok".into(), "broker: ok".into()] {
+        assert!(body.contains(&check), "/readyz lacks {check:?}: {body}");
+    }
+    let opts = DistOptions { scope: Scope::default(), wait: true, progress: false, poll: Duration::from_millis(200) };
+    let summary = distributed::run(&config, opts, CancellationToken::new()).await.unwrap();
+    assert!(summary.all_finished(), "{summary}");
+    let (_, metrics) = http_get(&addr, "/metrics").await.unwrap();
+    let line = format!("archiver_records_archived_total{{database=\"{}\",table=\"audit_log\"}} {}", env.db.name, summary.rows());
+    assert!(metrics.contains(&line), "/metrics lacks {line:?}:\n{metrics}");
+    for name in ["archiver_batch_duration_seconds_bucket{stage=\"delete\"", "archiver_bytes_uploaded_total", "archiver_batches_total", "archiver_items_in_flight", "archiver_last_success_timestamp_seconds", "archiver_db_connections_active"] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_fails_fast_naming_a_missing_bucket() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seeded(&env.db, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let storage = env.s3.yaml("").replace("bucket: archive", "bucket: no-such-bucket");
+    std::fs::write(&path, yaml(&env.db, &format!("{storage}{}", queue_yaml(&env.queue)), "", AUDIT_TABLE)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_archiver-coordinator").replace("archiver-coordinator", "archiver-worker");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(&bin).args(["--config", path.to_str().unwrap()]).output(),
+    )
+    .await
+    .expect("failed fast")
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-bucket") && err.contains("does not exist"), "{err}");
+    assert!(!err.contains(&env.s3.secret_key), "the secret key leaked: {err}");
+}

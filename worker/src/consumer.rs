@@ -34,11 +34,19 @@ pub struct WorkerOptions {
     pub hooks: Arc<dyn Hooks>,
     /// After shutdown is requested, how long in-flight items get to reach a safe point.
     pub shutdown_grace: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; None: not served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl WorkerOptions {
     pub fn new(worker_id: String) -> Self {
-        WorkerOptions { concurrency: 2, worker_id, hooks: Arc::new(NoHooks), shutdown_grace: Duration::from_secs(60) }
+        WorkerOptions {
+            concurrency: 2,
+            worker_id,
+            hooks: Arc::new(NoHooks),
+            shutdown_grace: Duration::from_secs(60),
+            metrics_addr: None,
+        }
     }
 }
 
@@ -66,6 +74,9 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
     let prepared = setup::prepare(&config, &Scope::default(), true).await?;
     // Fail fast on an unreachable broker too; later losses are retried.
     Broker::connect(&queue, &format!("archiver-worker {} (check)", opts.worker_id)).await?.close().await;
+    if let Some(addr) = opts.metrics_addr {
+        crate::observe::serve(addr, readiness(&prepared, Some(queue.clone())), shutdown.clone()).await?;
+    }
     let pipeline = Pipeline {
         store: prepared.store.clone(),
         sources: prepared.sources.clone(),
@@ -156,6 +167,34 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
         );
     }
     Ok(())
+}
+
+/// `/readyz` checks: every source database, the object store, and the broker if any.
+pub fn readiness(prepared: &setup::Prepared, queue: Option<QueueConfig>) -> crate::observe::Readiness {
+    let pools: Vec<(String, sqlx::PgPool)> = prepared.sources.iter().map(|(n, s)| (n.clone(), s.pool.clone())).collect();
+    let store = prepared.store.clone();
+    Arc::new(move || {
+        let (pools, store, queue) = (pools.clone(), store.clone(), queue.clone());
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (name, pool) in &pools {
+                let r = sqlx::query("SELECT 1").execute(pool).await.map(drop).map_err(|e| e.to_string());
+                out.push((format!("database {name}"), r));
+            }
+            out.push(("object store".to_string(), store.check().await.map_err(|e| e.to_string())));
+            if let Some(q) = queue {
+                let r = match Broker::connect(&q, "archiver readiness check").await {
+                    Ok(b) => {
+                        b.close().await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                out.push(("broker".to_string(), r));
+            }
+            out
+        })
+    })
 }
 
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod observe;
 pub mod pipeline;
 pub mod queue;
 pub mod seed;

@@ -20,6 +20,9 @@ struct Cli {
     /// Seconds in-flight items get to reach a safe point after SIGTERM.
     #[arg(long, default_value_t = 60)]
     shutdown_grace: u64,
+    /// Serve /metrics, /healthz and /readyz here, e.g. 0.0.0.0:9102.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -44,6 +47,7 @@ async fn main() -> ExitCode {
     let mut opts = WorkerOptions::new(archiver_worker::default_worker_id());
     opts.concurrency = cli.concurrency.max(1);
     opts.shutdown_grace = Duration::from_secs(cli.shutdown_grace);
+    opts.metrics_addr = cli.metrics_addr;
     match consumer::run(Arc::new(loaded.config), opts, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

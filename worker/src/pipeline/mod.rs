@@ -56,6 +56,19 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
+    /// (stage, kind) labels of `archiver_errors_total`; None for stops that are not errors.
+    pub fn metric_labels(&self) -> Option<(&'static str, &'static str)> {
+        let kind = if self.is_retryable() { "transient" } else { "permanent" };
+        Some(match self {
+            PipelineError::Database(_) => ("database", kind),
+            PipelineError::Storage(_) => ("storage", kind),
+            PipelineError::Verify(_) => ("verify", kind),
+            PipelineError::LeaseLost => ("lease", "lost"),
+            PipelineError::Invalid(_) => ("config", kind),
+            PipelineError::Cancelled | PipelineError::Crashed(_) => return None,
+        })
+    }
+
     /// Worth another attempt later (connection trouble, timeouts, store hiccups).
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -224,14 +237,26 @@ impl Pipeline {
             return Ok(None);
         };
         let item = row.item();
+        metrics::gauge!(crate::observe::names::ITEMS_IN_FLIGHT).increment(1.0);
         let lost = Arc::new(AtomicBool::new(false));
         let stop = cancel.child_token();
         let heartbeat = tokio::spawn(heartbeat(cp.clone(), item.id, self.worker_id.clone(), self.lease, lost.clone(), stop.clone()));
         let span = tracing::info_span!("archive_item", item = %item.slug(), table = %item.table_label());
         let result = tracing::Instrument::instrument(self.archive(&item, &stop, &lost, progress), span).await;
         heartbeat.abort();
+        metrics::gauge!(crate::observe::names::ITEMS_IN_FLIGHT).decrement(1.0);
+        if let Err(e) = &result {
+            if let Some((stage, kind)) = e.metric_labels() {
+                crate::observe::count_error(stage, kind);
+            }
+        }
         match result {
-            Ok(report) => Ok(Some(report)),
+            Ok(report) => {
+                let now = chrono::Utc::now().timestamp() as f64;
+                metrics::gauge!(crate::observe::names::LAST_SUCCESS, "database" => item.database.clone(), "table" => item.table.clone())
+                    .set(now);
+                Ok(Some(report))
+            }
             Err(PipelineError::Crashed(p)) => Err(PipelineError::Crashed(p)),
             Err(PipelineError::Cancelled) => {
                 cp.release(item.id, &self.worker_id).await?;
@@ -363,12 +388,16 @@ impl Pipeline {
         }
         let key = layout::data_key(item, window.day(), seq, info.settings.compression);
         let size = batch.encoded.body.len() as u64;
+        let t = Instant::now();
         let checksum = upload::upload(&*self.store, &key, batch.encoded.body.clone()).await?;
+        stage_time("upload", t);
         self.hooks.at(Point::Uploaded, item, seq).await?;
+        let t = Instant::now();
         match verify::verify(&*self.store, &key, size, &checksum, &batch.encoded.sha256).await? {
             Verification::Verified => {}
             other => return Err(PipelineError::Verify(other.describe(&key))),
         }
+        stage_time("verify", t);
         let record = BatchRecord {
             item_id: item.id,
             seq,
@@ -388,12 +417,17 @@ impl Pipeline {
             state: "uploaded".into(),
             deleted_count: None,
         };
+        let t = Instant::now();
         if !source.checkpoints.record_batch(&record, &self.worker_id).await? {
             return Err(PipelineError::LeaseLost);
         }
+        stage_time("checkpoint", t);
         self.hooks.at(Point::Recorded, item, seq).await?;
+        let t = Instant::now();
         let deleted = self.delete(source, sql, &record, limits, lost).await?;
+        stage_time("delete", t);
         progress.add(item, &record, deleted);
+        count_batch(item, &record, &source.pool);
         self.hooks.at(Point::Deleted, item, seq).await?;
         *rows_done += record.row_count as u64;
         Ok(())
@@ -452,6 +486,20 @@ impl Pipeline {
     }
 }
 
+fn stage_time(stage: &'static str, since: Instant) {
+    metrics::histogram!(crate::observe::names::BATCH_DURATION, "stage" => stage).record(since.elapsed().as_secs_f64());
+}
+
+fn count_batch(item: &WorkItem, b: &BatchRecord, pool: &PgPool) {
+    use crate::observe::names;
+    let labels = [("database", item.database.clone()), ("table", item.table.clone())];
+    metrics::counter!(names::RECORDS_ARCHIVED, &labels).increment(b.row_count as u64);
+    metrics::counter!(names::BYTES_UPLOADED, &labels).increment(b.byte_size as u64);
+    metrics::counter!(names::BATCHES, &labels).increment(1);
+    let active = pool.size().saturating_sub(pool.num_idle() as u32);
+    metrics::gauge!(names::DB_CONNECTIONS, "database" => item.database.clone()).set(active as f64);
+}
+
 fn db_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -484,6 +532,7 @@ async fn produce(
             return Ok(());
         }
         let encoder = Encoder::new(s.compression, s.compression_level);
+        let started = Instant::now();
         let read = async {
             // A read-only transaction, so the timeout stays with this statement and leaves the
             // pooled connection as it was.
@@ -497,7 +546,10 @@ async fn produce(
             Ok::<_, sqlx::Error>(batch)
         };
         let batch = match read.await {
-            Ok(b) => b,
+            Ok(b) => {
+                stage_time("extract", started);
+                b
+            }
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
                 return Ok(());

@@ -1,0 +1,120 @@
+//! Metrics and health endpoints: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
+//!
+//! Input: the metric events the pipeline records through the `metrics` facade, and readiness
+//! checks (database, broker, object store). Output: an HTTP listener on `--metrics-addr`.
+//! Invariant: `/readyz` answers 200 only if every check passed, and names each check's result.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Metric names, one place for all of them.
+pub mod names {
+    pub const RECORDS_ARCHIVED: &str = "archiver_records_archived_total";
+    pub const BYTES_UPLOADED: &str = "archiver_bytes_uploaded_total";
+    pub const BATCHES: &str = "archiver_batches_total";
+    pub const BATCH_DURATION: &str = "archiver_batch_duration_seconds";
+    pub const ERRORS: &str = "archiver_errors_total";
+    pub const ITEMS_IN_FLIGHT: &str = "archiver_items_in_flight";
+    pub const MEMORY: &str = "archiver_memory_usage_bytes";
+    pub const DB_CONNECTIONS: &str = "archiver_db_connections_active";
+    pub const LAST_SUCCESS: &str = "archiver_last_success_timestamp_seconds";
+    pub const ROWS_ELIGIBLE: &str = "archiver_rows_eligible";
+}
+
+/// One readiness check: its name and, if it failed, why.
+pub type CheckResult = (String, Result<(), String>);
+pub type Readiness = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<CheckResult>> + Send>> + Send + Sync>;
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same handle).
+pub fn install_recorder() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(names::BATCH_DURATION.into()),
+                    &buckets,
+                )
+                .expect("valid buckets")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+struct AppState {
+    handle: PrometheusHandle,
+    readiness: Readiness,
+}
+
+/// Serves the endpoints on `addr` until `shutdown`; also samples the process's memory.
+pub async fn serve(addr: SocketAddr, readiness: Readiness, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
+    let handle = install_recorder();
+    let state = AppState { handle, readiness };
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(sample_memory(shutdown.clone()));
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(bound)
+}
+
+async fn metrics_page(State(s): State<AppState>) -> String {
+    s.handle.render()
+}
+
+async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
+    let results = (s.readiness)().await;
+    let ok = results.iter().all(|(_, r)| r.is_ok());
+    let body = results
+        .iter()
+        .map(|(name, r)| match r {
+            Ok(()) => format!("{name}: ok\n"),
+            Err(e) => format!("{name}: {e}\n"),
+        })
+        .collect::<String>();
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+}
+
+/// Resident memory, from /proc/self/statm, every 5 seconds.
+async fn sample_memory(shutdown: CancellationToken) {
+    let page = 4096.0;
+    loop {
+        if let Ok(statm) = tokio::fs::read_to_string("/proc/self/statm").await {
+            if let Some(rss) = statm.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()) {
+                metrics::gauge!(names::MEMORY).set(rss * page);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Records a pipeline error, by stage and kind.
+pub fn count_error(stage: &'static str, kind: &'static str) {
+    metrics::counter!(names::ERRORS, "stage" => stage, "kind" => kind).increment(1);
+}
