@@ -1,8 +1,9 @@
 //! `archiver-coordinator demo`: the main job on embedded defaults.
 //!
 //! Creates the database `archiver_demo` on the local PostgreSQL if missing, seeds a fresh
-//! `public.audit_log` spread over the last 365 days, and archives everything older than 90 days
-//! to `./archive` with the embedded configuration (`demo.yaml`).
+//! `public.audit_log` spread over the last 365 days (dropping the demo database's old table and
+//! checkpoint schema), and archives everything older than 90 days to `./archive` with the
+//! embedded configuration (`demo.yaml`).
 
 use archiver_worker::config::{self, Config};
 use archiver_worker::{db, seed};
@@ -31,6 +32,9 @@ pub async fn seed(config: &Config, rows: u64) -> anyhow::Result<()> {
     }
     admin.close().await;
     let pool = db::pool(opts, 2);
+    // The table is created anew, so earlier demo checkpoints describe rows that no longer exist.
+    let schema = db::quote_ident(&config.checkpoint.schema);
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await?;
     let t = &dbc.tables[0];
     seed::create_audit_table(&pool, &t.schema, &t.name).await?;
     seed::insert_rows(&pool, &t.schema, &t.name, rows, 365.0, 0.0).await?;
