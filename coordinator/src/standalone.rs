@@ -90,19 +90,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
         queue.extend(p.items().cloned());
     }
     let total_items = queue.len() as u64;
-    let pipeline = Arc::new(Pipeline {
-        store: prepared.store.clone(),
-        sources: prepared.sources.clone(),
-        tables: prepared
-            .tables
-            .iter()
-            .map(|t| ((t.settings.database.clone(), t.settings.schema.clone(), t.settings.table.clone()), t.clone()))
-            .collect(),
-        worker_id: opts.worker_id.clone(),
-        lease: config.checkpoint.lease_duration.0,
-        hooks: opts.hooks.clone(),
-        hand_back_transient: false,
-    });
+    let pipeline = Arc::new(Pipeline::new(&prepared, config, opts.worker_id.clone(), opts.hooks.clone(), false));
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(opts.progress, total_items);
     let ticker = {

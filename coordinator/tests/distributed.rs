@@ -46,10 +46,25 @@ impl Env {
         Env { db, s3, queue: unique_queue() }
     }
 
-    fn config(&self, defaults: &str, tables: &str) -> Config {
-        let storage = format!("{}{}", self.s3.yaml(""), queue_yaml(&self.queue));
-        parse(&yaml(&self.db, &storage, defaults, tables))
+    fn yaml(&self, defaults: &str, tables: &str) -> String {
+        yaml(&self.db, &format!("{}{}", self.s3.yaml(""), queue_yaml(&self.queue)), defaults, tables)
     }
+
+    fn config(&self, defaults: &str, tables: &str) -> Config {
+        parse(&self.yaml(defaults, tables))
+    }
+}
+
+/// A configuration written to a file, for the binaries.
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.to_str().unwrap().to_string())
+}
+
+fn worker_bin() -> String {
+    env!("CARGO_BIN_EXE_archiver-coordinator").replace("archiver-coordinator", "archiver-worker")
 }
 
 fn spawn_worker(config: &Config, shutdown: &CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> {
@@ -146,24 +161,16 @@ async fn worker_killed_mid_batch_is_finished_by_another_after_its_lease() {
     let env = Env::new().await;
     seeded(&env.db, 3_000).await;
     let config = env.config("  range_interval: 400d\n  batch_size: 150", AUDIT_TABLE);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    let text = yaml(
-        &env.db,
-        &format!("{}{}", env.s3.yaml(""), queue_yaml(&env.queue)),
-        "  range_interval: 400d\n  batch_size: 150",
-        AUDIT_TABLE,
-    );
-    std::fs::write(&path, text).unwrap();
+    let (_dir, path) = config_file(&env.yaml("  range_interval: 400d\n  batch_size: 150", AUDIT_TABLE));
     let before = snapshot(&env.db, "audit_log").await;
-    let bin = env!("CARGO_BIN_EXE_archiver-coordinator").replace("archiver-coordinator", "archiver-worker");
+    let bin = worker_bin();
     // Publish, then let a worker process die at several points, one after the other.
     let opts = DistOptions { scope: Scope::default(), wait: false, progress: false, poll: Duration::from_millis(300) };
     distributed::run(&config, opts, CancellationToken::new()).await.unwrap();
     let store = open_store(&config).await;
     for crash_at in ["uploaded:1", "recorded:3", "deleted:5"] {
         let status = tokio::process::Command::new(&bin)
-            .args(["--config", path.to_str().unwrap(), "--concurrency", "1"])
+            .args(["--config", &path, "--concurrency", "1"])
             .env("ARCHIVER_CRASH_AT", crash_at)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -363,16 +370,13 @@ async fn sigterm_hands_in_flight_items_back_and_exits_in_bounded_time() {
     seeded(&env.db, 3_000).await;
     let defaults = "  range_interval: 400d\n  batch_size: 50\n  sleep_between_batches: 0.2";
     let config = env.config(defaults, AUDIT_TABLE);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, yaml(&env.db, &format!("{}{}", env.s3.yaml(""), queue_yaml(&env.queue)), defaults, AUDIT_TABLE))
-        .unwrap();
+    let (_dir, path) = config_file(&env.yaml(defaults, AUDIT_TABLE));
     let before = snapshot(&env.db, "audit_log").await;
     let opts = DistOptions { scope: Scope::default(), wait: false, progress: false, poll: Duration::from_millis(300) };
     distributed::run(&config, opts, CancellationToken::new()).await.unwrap();
-    let bin = env!("CARGO_BIN_EXE_archiver-coordinator").replace("archiver-coordinator", "archiver-worker");
+    let bin = worker_bin();
     let mut child = tokio::process::Command::new(&bin)
-        .args(["--config", path.to_str().unwrap(), "--concurrency", "2", "--shutdown-grace", "20"])
+        .args(["--config", &path, "--concurrency", "2", "--shutdown-grace", "20"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -436,15 +440,12 @@ async fn worker_serves_health_readiness_and_metrics() {
     seeded(&env.db, 1_000).await;
     let defaults = "  range_interval: 4000d";
     let config = env.config(defaults, AUDIT_TABLE);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, yaml(&env.db, &format!("{}{}", env.s3.yaml(""), queue_yaml(&env.queue)), defaults, AUDIT_TABLE))
-        .unwrap();
+    let (_dir, path) = config_file(&env.yaml(defaults, AUDIT_TABLE));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let bin = env!("CARGO_BIN_EXE_archiver-coordinator").replace("archiver-coordinator", "archiver-worker");
+    let bin = worker_bin();
     let mut child = tokio::process::Command::new(&bin)
-        .args(["--config", path.to_str().unwrap(), "--metrics-addr", &addr])
+        .args(["--config", &path, "--metrics-addr", &addr])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -481,14 +482,11 @@ async fn worker_fails_fast_naming_a_missing_bucket() {
     let _broker = BROKER.read().await;
     let env = Env::new().await;
     seeded(&env.db, 10).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    let storage = env.s3.yaml("").replace("bucket: archive", "bucket: no-such-bucket");
-    std::fs::write(&path, yaml(&env.db, &format!("{storage}{}", queue_yaml(&env.queue)), "", AUDIT_TABLE)).unwrap();
-    let bin = env!("CARGO_BIN_EXE_archiver-coordinator").replace("archiver-coordinator", "archiver-worker");
+    let (_dir, path) = config_file(&env.yaml("", AUDIT_TABLE).replace("bucket: archive", "bucket: no-such-bucket"));
+    let bin = worker_bin();
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(&bin).args(["--config", path.to_str().unwrap()]).output(),
+        tokio::process::Command::new(&bin).args(["--config", &path]).output(),
     )
     .await
     .expect("failed fast")

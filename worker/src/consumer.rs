@@ -77,19 +77,7 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
     if let Some(addr) = opts.metrics_addr {
         crate::observe::serve(addr, readiness(&prepared, Some(queue.clone())), shutdown.clone()).await?;
     }
-    let pipeline = Pipeline {
-        store: prepared.store.clone(),
-        sources: prepared.sources.clone(),
-        tables: prepared
-            .tables
-            .iter()
-            .map(|t| ((t.settings.database.clone(), t.settings.schema.clone(), t.settings.table.clone()), t.clone()))
-            .collect(),
-        worker_id: opts.worker_id.clone(),
-        lease: config.checkpoint.lease_duration.0,
-        hooks: opts.hooks.clone(),
-        hand_back_transient: true,
-    };
+    let pipeline = Pipeline::new(&prepared, &config, opts.worker_id.clone(), opts.hooks.clone(), true);
     let shared = Arc::new(Shared {
         allow: pipeline.tables.keys().cloned().collect(),
         pipeline,

@@ -206,6 +206,29 @@ impl Progress {
 }
 
 impl Pipeline {
+    /// A pipeline over what `setup::prepare` connected and checked.
+    pub fn new(
+        prepared: &crate::setup::Prepared,
+        config: &crate::config::Config,
+        worker_id: String,
+        hooks: Arc<dyn Hooks>,
+        hand_back_transient: bool,
+    ) -> Self {
+        Pipeline {
+            store: prepared.store.clone(),
+            sources: prepared.sources.clone(),
+            tables: prepared
+                .tables
+                .iter()
+                .map(|t| ((t.settings.database.clone(), t.settings.schema.clone(), t.settings.table.clone()), t.clone()))
+                .collect(),
+            worker_id,
+            lease: config.checkpoint.lease_duration.0,
+            hooks,
+            hand_back_transient,
+        }
+    }
+
     fn table(&self, item: &WorkItem) -> Result<Arc<TableInfo>, PipelineError> {
         self.tables
             .get(&(item.database.clone(), item.schema.clone(), item.table.clone()))
