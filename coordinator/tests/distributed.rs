@@ -77,6 +77,18 @@ fn spawn_worker(config: &Config, shutdown: &CancellationToken) -> tokio::task::J
     tokio::spawn(consumer::run(config, opts, shutdown.child_token()))
 }
 
+/// `run --wait` with `n` in-process workers, which are stopped afterwards.
+async fn run_with_workers(config: &Config, n: usize) -> Summary {
+    let shutdown = CancellationToken::new();
+    let workers: Vec<_> = (0..n).map(|_| spawn_worker(config, &shutdown)).collect();
+    let summary = run_wait(config).await;
+    shutdown.cancel();
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+    summary
+}
+
 async fn run_wait(config: &Config) -> Summary {
     let opts = DistOptions { scope: Scope::default(), wait: true, progress: false, poll: Duration::from_millis(300) };
     tokio::time::timeout(Duration::from_secs(240), distributed::run(config, opts, CancellationToken::new()))
@@ -102,13 +114,7 @@ async fn several_workers_archive_several_tables_exactly_once() {
     let config = env.config("  batch_size: 500", TWO_TABLES);
     let before_a = snapshot(&env.db, "audit_a").await;
     let before_b = snapshot(&env.db, "audit_b").await;
-    let shutdown = CancellationToken::new();
-    let workers: Vec<_> = (0..3).map(|_| spawn_worker(&config, &shutdown)).collect();
-    let summary = run_wait(&config).await;
-    shutdown.cancel();
-    for w in workers {
-        w.await.unwrap().unwrap();
-    }
+    let summary = run_with_workers(&config, 3).await;
     assert!(summary.all_finished(), "{summary}");
     let store = open_store(&config).await;
     // Both tables' objects live in the same bucket; check each table against its own rows.
@@ -181,11 +187,7 @@ async fn worker_killed_mid_batch_is_finished_by_another_after_its_lease() {
         assert_nothing_lost(&before, &snapshot(&env.db, "audit_log").await, &*store).await;
     }
     // A healthy worker finishes the work once the dead one's lease (3 s) ran out.
-    let shutdown = CancellationToken::new();
-    let worker = spawn_worker(&config, &shutdown);
-    let summary = run_wait(&config).await;
-    shutdown.cancel();
-    worker.await.unwrap().unwrap();
+    let summary = run_with_workers(&config, 1).await;
     assert!(summary.all_finished(), "{summary}");
     let after = snapshot(&env.db, "audit_log").await;
     let archived = assert_exactly_once(&before, &after, &*store).await;
@@ -401,11 +403,7 @@ async fn sigterm_hands_in_flight_items_back_and_exits_in_bounded_time() {
     assert_eq!(running, 0, "in-flight items were handed back, not left under a lease");
     assert_nothing_lost(&before, &snapshot(&env.db, "audit_log").await, &*open_store(&config).await).await;
     // Another worker picks the handed-back items up right away (no lease to wait for).
-    let shutdown = CancellationToken::new();
-    let worker = spawn_worker(&config, &shutdown);
-    let summary = run_wait(&config).await;
-    shutdown.cancel();
-    worker.await.unwrap().unwrap();
+    let summary = run_with_workers(&config, 1).await;
     assert!(summary.all_finished(), "{summary}");
     assert_exactly_once(&before, &snapshot(&env.db, "audit_log").await, &*open_store(&config).await).await;
 }

@@ -105,12 +105,8 @@ impl Broker {
         }
     }
 
-    /// Publishes a work item to the work queue; `headers` carry e.g. trace context.
-    pub async fn publish_item(&self, item: &WorkItem, headers: FieldTable) -> Result<(), QueueError> {
-        self.publish_items(std::slice::from_ref(item), |_| headers.clone()).await
-    }
-
-    /// Publishes many items, with the confirms awaited together rather than one round trip each.
+    /// Publishes work items, with the confirms awaited together rather than one round trip each;
+    /// `headers` gives each message its headers (e.g. trace context).
     /// Returns when the broker confirmed every one; any nack is an error.
     pub async fn publish_items(
         &self,

@@ -297,27 +297,30 @@ impl CheckpointStore {
 
     /// Hands an unfinished item back (graceful shutdown): pending again, lease cleared.
     pub async fn release(&self, id: i64, owner: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!(
-            "UPDATE {} SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = now()
-             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-            self.t("work_items")
-        ))
-        .bind(id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await
-        .map(drop)
+        self.end_claim(id, owner, "pending", None).await
     }
 
     /// Hands an item back after a transient error, keeping the error for `status`.
     pub async fn release_with_error(&self, id: i64, owner: &str, error: &str) -> Result<(), sqlx::Error> {
+        self.end_claim(id, owner, "pending", Some(error)).await
+    }
+
+    pub async fn fail(&self, id: i64, owner: &str, error: &str) -> Result<(), sqlx::Error> {
+        self.end_claim(id, owner, "failed", Some(error)).await
+    }
+
+    /// Ends `owner`'s claim on a running item: new state, lease cleared, `error` (if any) kept
+    /// as `last_error`. Does nothing if `owner` no longer holds the item.
+    async fn end_claim(&self, id: i64, owner: &str, state: &str, error: Option<&str>) -> Result<(), sqlx::Error> {
         sqlx::query(&format!(
-            "UPDATE {} SET state = 'pending', last_error = $3, lease_owner = NULL, lease_until = NULL, updated_at = now()
+            "UPDATE {} SET state = $3, last_error = coalesce($4, last_error), lease_owner = NULL, lease_until = NULL,
+                updated_at = now()
              WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
             self.t("work_items")
         ))
         .bind(id)
         .bind(owner)
+        .bind(state)
         .bind(error)
         .execute(&self.pool)
         .await
@@ -331,21 +334,6 @@ impl CheckpointStore {
             self.t("work_items")
         ))
         .bind(id)
-        .bind(error)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-    }
-
-    pub async fn fail(&self, id: i64, owner: &str, error: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!(
-            "UPDATE {} SET state = 'failed', last_error = $3, lease_owner = NULL, lease_until = NULL,
-                updated_at = now()
-             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-            self.t("work_items")
-        ))
-        .bind(id)
-        .bind(owner)
         .bind(error)
         .execute(&self.pool)
         .await
