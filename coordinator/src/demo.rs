@@ -5,6 +5,8 @@
 //! checkpoint schema), and archives everything older than 90 days to `./archive` with the
 //! embedded configuration (`demo.yaml`).
 
+use std::time::Duration;
+
 use archiver_worker::config::{self, Config};
 use archiver_worker::{db, seed};
 
@@ -21,7 +23,7 @@ pub fn config() -> Config {
 pub async fn seed(config: &Config, rows: u64) -> anyhow::Result<()> {
     let dbc = &config.databases[0];
     let opts = db::source_options(dbc).map_err(anyhow::Error::msg)?;
-    let admin = db::pool(opts.clone().database("postgres"), 1);
+    let admin = db::pool(opts.clone().database("postgres"), 1, Duration::from_secs(60));
     let (exists,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(&dbc.name)
         .fetch_one(&admin)
@@ -31,7 +33,7 @@ pub async fn seed(config: &Config, rows: u64) -> anyhow::Result<()> {
         sqlx::query(&format!("CREATE DATABASE {}", db::quote_ident(&dbc.name))).execute(&admin).await?;
     }
     admin.close().await;
-    let pool = db::pool(opts, 2);
+    let pool = db::pool(opts, 2, Duration::from_secs(60));
     // The table is created anew, so earlier demo checkpoints describe rows that no longer exist.
     let schema = db::quote_ident(&config.checkpoint.schema);
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await?;

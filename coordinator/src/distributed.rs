@@ -15,7 +15,6 @@ use archiver_worker::pipeline::checkpoint::{CheckpointStore, ItemRow};
 use archiver_worker::queue::Broker;
 use archiver_worker::setup::{self, Prepared, Scope};
 use chrono::{DateTime, Utc};
-use lapin::types::FieldTable;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +54,7 @@ pub async fn publish_unpublished(prepared: &Prepared, broker: &Broker) -> anyhow
 /// Publishes in chunks; each chunk is marked published only after the broker confirmed all of it.
 async fn publish(cp: &CheckpointStore, broker: &Broker, items: &[WorkItem]) -> anyhow::Result<()> {
     for chunk in items.chunks(500) {
-        broker.publish_items(chunk, |_| FieldTable::default()).await?;
+        broker.publish_items(chunk).await?;
         cp.mark_published(&chunk.iter().map(|i| i.id).collect::<Vec<_>>()).await?;
     }
     Ok(())
@@ -102,6 +101,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
         }
     }
     let planned_in = started.elapsed();
+    plan::report_eligible(&prepared).await;
     let published = publish_unpublished(&prepared, &broker).await?;
     tracing::info!(items = planned.len(), published, ?planned_in, total = ?started.elapsed(), "planned and published");
     if !opts.wait {
@@ -162,6 +162,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
             _ => t.items_not_run += 1,
         }
     }
+    plan::report_eligible(&prepared).await;
     summary.duration = started.elapsed();
     Ok(summary)
 }

@@ -6,5 +6,3 @@ pub mod distributed;
 pub mod plan;
 pub mod standalone;
 pub mod summary;
-
-pub use archiver_worker::init_logging;

@@ -3,9 +3,10 @@ use std::time::Duration;
 use std::process::ExitCode;
 
 use archiver_coordinator::standalone::{self, Outcome, RunOptions};
-use archiver_coordinator::{demo, distributed, init_logging};
+use archiver_coordinator::{demo, distributed};
 use archiver_worker::config::{self, Config};
 use archiver_worker::setup::Scope;
+use archiver_worker::telemetry;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -92,37 +93,54 @@ enum Command {
     },
 }
 
-fn load(path: &Option<PathBuf>) -> Result<Config, String> {
+/// The configuration, and a warning about settings it ignores.
+fn load(path: &Option<PathBuf>) -> Result<(Config, Option<String>), String> {
     let path = path.as_ref().ok_or("--config FILE is required")?;
     let loaded = config::load(path).map_err(|e| e.to_string())?;
-    if let Some(w) = loaded.warning(path) {
-        tracing::warn!("{w}");
-    }
-    Ok(loaded.config)
+    let warning = loaded.warning(path);
+    Ok((loaded.config, warning))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    let (config, warning) = match &cli.command {
+        Command::Demo { .. } => (demo::config(), None),
+        _ => match load(&cli.config) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let telemetry = match telemetry::init(&cli.log_format, &config.telemetry, "archiver-coordinator") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: telemetry: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(archiver_worker::shutdown_on_signals(shutdown.clone()));
+    let code = run(cli, config, shutdown).await;
+    // Also after SIGTERM: the command returned at its safe point, its spans are still buffered.
+    telemetry.shutdown().await;
+    code
+}
+
+async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> ExitCode {
     if let Command::Demo { rows, workers } = &cli.command {
-        let c = demo::config();
-        if let Err(e) = demo::seed(&c, *rows).await {
+        if let Err(e) = demo::seed(&config, *rows).await {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
         let opts = RunOptions { workers: *workers, ..RunOptions::default() };
-        return report(standalone::run(&c, opts, shutdown).await);
+        return report(standalone::run(&config, opts, shutdown).await);
     }
-    let config = match load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let scope = |database: &Option<String>, table: &Option<String>| Scope { database: database.clone(), table: table.clone() };
     if let (Some(addr), Command::Run { database, table, .. }) = (cli.metrics_addr, &cli.command) {
         match archiver_worker::setup::prepare(&config, &scope(database, table), false).await {

@@ -54,6 +54,24 @@ pub async fn eligible_rows(source: &Source, info: &TableInfo, cutoff: DateTime<U
     Ok(n)
 }
 
+/// Sets `archiver_rows_eligible` of every table in scope, if metrics are recorded (the count
+/// costs a scan of the timestamp index, so it is skipped otherwise).
+pub async fn report_eligible(prepared: &archiver_worker::setup::Prepared) {
+    if !archiver_worker::observe::recording() {
+        return;
+    }
+    for info in &prepared.tables {
+        let s = &info.settings;
+        let source = &prepared.sources[&s.database];
+        let counted = async { eligible_rows(source, info, cutoff(source, s.retention_days).await?).await }.await;
+        match counted {
+            Ok(n) => metrics::gauge!(archiver_worker::observe::names::ROWS_ELIGIBLE, "database" => s.database.clone(), "table" => s.table.clone())
+                .set(n as f64),
+            Err(e) => tracing::warn!(table = %info.label(), error = %e, "cannot count the eligible rows"),
+        }
+    }
+}
+
 /// Plans one table. With `dry_run` nothing is written (and a missing checkpoint store reads as
 /// empty).
 pub async fn plan_table(source: &Source, info: &TableInfo, dry_run: bool) -> Result<TablePlan, sqlx::Error> {

@@ -17,6 +17,7 @@ use archiver_worker::pipeline::{Hooks, NoHooks, Pipeline, PipelineError, Progres
 use archiver_worker::setup::{self, Scope};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::plan::{self, TablePlan};
 use crate::summary::Summary;
@@ -79,6 +80,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
         return Ok(Outcome::DryRun(out));
     }
 
+    plan::report_eligible(&prepared).await;
     let mut summary = Summary::default();
     let mut queue = VecDeque::new();
     for p in &plans {
@@ -120,7 +122,8 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
                     summary.lock().expect("summary lock").table(&label).items_not_run += 1;
                     continue;
                 }
-                let result = pipeline.run_item(item.id, &item.database, &shutdown, &progress).await;
+                let span = archiver_worker::pipeline::item_span(&item, &pipeline.worker_id);
+                let result = pipeline.run_item(item.id, &item.database, &shutdown, &progress).instrument(span).await;
                 let done_elsewhere = match &result {
                     Ok(None) => pipeline.sources[&item.database]
                         .checkpoints
@@ -146,6 +149,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
         summary.add_archived(entry.key(), entry.value());
     }
     vacuum(&prepared, &summary).await;
+    plan::report_eligible(&prepared).await;
     summary.duration = started.elapsed();
     Ok(Outcome::Ran(summary))
 }

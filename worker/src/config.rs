@@ -53,6 +53,9 @@ pub struct Config {
     /// RabbitMQ, for the distributed mode. Without it, `run` works in-process (standalone).
     #[serde(default)]
     pub queue: Option<QueueConfig>,
+    /// OpenTelemetry tracing; the standard `OTEL_*` environment variables take precedence.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The source databases and their tables.
     pub databases: Vec<DatabaseConfig>,
 }
@@ -95,6 +98,38 @@ fn default_max_attempts() -> u32 {
 fn default_retry_delay() -> DurationSetting {
     DurationSetting(Duration::from_secs(30))
 }
+
+/// Where traces go. Each setting is used only when its standard environment variable is unset:
+/// `endpoint` (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`), `protocol`
+/// (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL`), `service_name`
+/// (`OTEL_SERVICE_NAME`), `sampler` and `sampler_arg` (`OTEL_TRACES_SAMPLER`,
+/// `OTEL_TRACES_SAMPLER_ARG`). Without an endpoint nothing is exported.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP collector, e.g. `http://jaeger:4317` (gRPC) or `http://jaeger:4318` (HTTP).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `grpc` (default) or `http/protobuf`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Default: the binary's name (`archiver-coordinator`, `archiver-worker`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// `always_on`, `always_off`, `traceidratio`, `parentbased_always_on` (default),
+    /// `parentbased_always_off` or `parentbased_traceidratio`.
+    #[serde(default)]
+    pub sampler: Option<String>,
+    /// The ratio of the `*traceidratio` samplers, 0.0 to 1.0.
+    #[serde(default)]
+    pub sampler_arg: Option<f64>,
+}
+
+/// The trace protocols understood, as the OTLP specification spells them.
+pub const TRACE_PROTOCOLS: &[&str] = &["grpc", "http/protobuf"];
+/// The samplers understood, as `OTEL_TRACES_SAMPLER` spells them.
+pub const TRACE_SAMPLERS: &[&str] =
+    &["always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"];
 
 /// The predecessor's `s3` section, read unchanged.
 #[derive(Clone, Deserialize)]
@@ -220,6 +255,9 @@ pub struct Defaults {
     /// Connections per database pool. Default 5.
     #[serde(default = "default_pool_size")]
     pub connection_pool_size: u32,
+    /// How long an unused pooled connection stays open before it is closed. Default `60s`.
+    #[serde(default = "default_idle_timeout")]
+    pub connection_idle_timeout: DurationSetting,
 }
 
 impl Default for Defaults {
@@ -246,6 +284,9 @@ fn default_statement_timeout() -> DurationSetting {
 }
 fn default_pool_size() -> u32 {
     5
+}
+fn default_idle_timeout() -> DurationSetting {
+    DurationSetting(Duration::from_secs(60))
 }
 
 /// Which VACUUM runs after a table was archived.
@@ -696,6 +737,16 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
             return e("s3.secret_access_key", "access_key_id and secret_access_key must be set together");
         }
+    }
+    let t = &c.telemetry;
+    if let Some(p) = t.protocol.as_deref().filter(|p| !TRACE_PROTOCOLS.contains(p)) {
+        return e("telemetry.protocol", &format!("unsupported {p:?}; expected one of {}", TRACE_PROTOCOLS.join(", ")));
+    }
+    if let Some(s) = t.sampler.as_deref().filter(|s| !TRACE_SAMPLERS.contains(s)) {
+        return e("telemetry.sampler", &format!("unsupported {s:?}; expected one of {}", TRACE_SAMPLERS.join(", ")));
+    }
+    if let Some(a) = t.sampler_arg.filter(|a| !(0.0..=1.0).contains(a)) {
+        return e("telemetry.sampler_arg", &format!("{a} is not a ratio between 0.0 and 1.0"));
     }
     let d = &c.defaults;
     if d.batch_size == 0 {

@@ -21,6 +21,7 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, B
 use lapin::types::FieldTable;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Config, QueueConfig};
 use crate::pipeline::{Hooks, NoHooks, Pipeline, PipelineError, Progress};
@@ -213,6 +214,7 @@ fn headers(d: &Delivery) -> FieldTable {
 
 async fn dead_letter(broker: &Broker, d: &Delivery, reason: &str) {
     tracing::warn!(reason, "dead-lettering a message");
+    crate::telemetry::record_error(&tracing::Span::current(), &reason);
     match broker.dead_letter(&d.data, headers(d), reason).await {
         Ok(()) => ack(d).await,
         Err(e) => {
@@ -237,6 +239,14 @@ async fn handle(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery) {
         Ok(item) => item,
         Err(reason) => return dead_letter(&broker, &d, &reason).await,
     };
+    // The item's trace began when the coordinator published it.
+    let span = crate::pipeline::item_span(&item, &shared.pipeline.worker_id);
+    crate::telemetry::continue_trace(&span, &headers(&d));
+    span.in_scope(|| tracing::debug!(redelivered = d.redelivered, "received"));
+    handle_item(shared, broker, d, item).instrument(span).await
+}
+
+async fn handle_item(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery, item: WorkItem) {
     let key = (item.database.clone(), item.schema.clone(), item.table.clone());
     if !shared.allow.contains(&key) {
         let reason = format!("table {} is not in this worker's configuration", item.table_label());

@@ -67,14 +67,14 @@ fn with_session(opts: PgConnectOptions) -> PgConnectOptions {
         .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(30))
 }
 
-/// A pool of `size` connections. Connecting is lazy: errors show at first use, where the caller
-/// names the database.
-pub fn pool(opts: PgConnectOptions, size: u32) -> PgPool {
+/// A pool of at most `size` connections, none kept open once unused for `idle`. Connecting is
+/// lazy: errors show at first use, where the caller names the database.
+pub fn pool(opts: PgConnectOptions, size: u32, idle: Duration) -> PgPool {
     PgPoolOptions::new()
         .max_connections(size)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(30))
-        .idle_timeout(Some(Duration::from_secs(60)))
+        .idle_timeout(Some(idle))
         .connect_lazy_with(opts)
 }
 

@@ -13,18 +13,7 @@ pub mod seed;
 pub mod setup;
 pub mod storage;
 pub mod table;
-
-/// Installs the log subscriber: `RUST_LOG` filters (default `info`), `json` or `text`.
-pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,aws=warn,lapin=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
+pub mod telemetry;
 
 /// `host-pid-random`: unique per process, readable in the checkpoint store.
 pub fn default_worker_id() -> String {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use archiver_worker::consumer::{self, WorkerOptions};
+use archiver_worker::telemetry;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -31,11 +32,17 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    archiver_worker::init_logging(&cli.log_format);
     let loaded = match archiver_worker::config::load(&cli.config) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let telemetry = match telemetry::init(&cli.log_format, &loaded.config.telemetry, "archiver-worker") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: telemetry: {e:#}");
             return ExitCode::from(2);
         }
     };
@@ -48,11 +55,13 @@ async fn main() -> ExitCode {
     opts.concurrency = cli.concurrency.max(1);
     opts.shutdown_grace = Duration::from_secs(cli.shutdown_grace);
     opts.metrics_addr = cli.metrics_addr;
-    match consumer::run(Arc::new(loaded.config), opts, shutdown).await {
+    let code = match consumer::run(Arc::new(loaded.config), opts, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }

@@ -35,9 +35,15 @@ pub mod names {
 pub type CheckResult = (String, Result<(), String>);
 pub type Readiness = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<CheckResult>> + Send>> + Send + Sync>;
 
+static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// Whether metrics are recorded (a recorder is installed), i.e. worth the cost of measuring.
+pub fn recording() -> bool {
+    HANDLE.get().is_some()
+}
+
 /// Installs the process-wide Prometheus recorder (once; later calls return the same handle).
 pub fn install_recorder() -> PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let buckets = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];

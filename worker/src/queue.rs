@@ -105,19 +105,26 @@ impl Broker {
         }
     }
 
-    /// Publishes work items, with the confirms awaited together rather than one round trip each;
-    /// `headers` gives each message its headers (e.g. trace context).
+    /// Publishes work items, with the confirms awaited together rather than one round trip each.
+    /// Each message starts its item's trace: a root `publish_item` span whose W3C context
+    /// travels in the message headers, so the worker's spans continue it.
     /// Returns when the broker confirmed every one; any nack is an error.
-    pub async fn publish_items(
-        &self,
-        items: &[WorkItem],
-        headers: impl Fn(&WorkItem) -> FieldTable,
-    ) -> Result<(), QueueError> {
-        let mut confirms = Vec::with_capacity(items.len());
+    pub async fn publish_items(&self, items: &[WorkItem]) -> Result<(), QueueError> {
+        let mut pending = Vec::with_capacity(items.len());
         for item in items {
+            let span = tracing::info_span!(
+                parent: None,
+                "publish_item",
+                otel.kind = "producer",
+                item = %item.slug(),
+                table = %item.table_label(),
+                range_start = %item.range_start,
+                range_end = %item.range_end,
+                queue = %self.names.work,
+            );
             let props = BasicProperties::default()
                 .with_content_type("application/json".into())
-                .with_headers(headers(item))
+                .with_headers(crate::telemetry::inject(&span))
                 .with_delivery_mode(2);
             let confirm = self
                 .channel
@@ -130,11 +137,22 @@ impl Broker {
                 )
                 .await
                 .map_err(broker_err("publish"))?;
-            confirms.push(confirm);
+            pending.push((span, confirm));
         }
-        for confirm in confirms {
-            if !confirm.await.map_err(broker_err("publish confirm"))?.is_ack() {
-                return Err(QueueError::Nacked { queue: self.names.work.clone() });
+        // Each span ends when its confirm arrived.
+        for (span, confirm) in pending {
+            let acked = confirm.await.map_err(broker_err("publish confirm"));
+            match acked {
+                Ok(c) if c.is_ack() => {}
+                Ok(_) => {
+                    let e = QueueError::Nacked { queue: self.names.work.clone() };
+                    crate::telemetry::record_error(&span, &e);
+                    return Err(e);
+                }
+                Err(e) => {
+                    crate::telemetry::record_error(&span, &e);
+                    return Err(e);
+                }
             }
         }
         Ok(())

@@ -35,9 +35,35 @@ pub async fn create_audit_table(pool: &PgPool, schema: &str, table: &str) -> Res
     Ok(())
 }
 
+/// Adds a `details` text column of varied length (0 to 3 KB) filled for every row inserted from
+/// now on: wide rows.
+pub async fn widen(pool: &PgPool, schema: &str, table: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "ALTER TABLE {} ADD COLUMN details text DEFAULT repeat(md5(random()::text), (random() * 96)::int)",
+        qualified(schema, table)
+    ))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Inserts `rows` rows whose `created_at` is spread evenly from `oldest_days` ago to
-/// `newest_days` ago (by the database clock).
+/// `newest_days` ago (by the database clock), then refreshes the table's statistics.
 pub async fn insert_rows(
+    pool: &PgPool,
+    schema: &str,
+    table: &str,
+    rows: u64,
+    oldest_days: f64,
+    newest_days: f64,
+) -> Result<u64, sqlx::Error> {
+    let done = append_rows(pool, schema, table, rows, oldest_days, newest_days).await?;
+    sqlx::query(&format!("ANALYZE {}", qualified(schema, table))).execute(pool).await?;
+    Ok(done)
+}
+
+/// `insert_rows` without the ANALYZE: for rows that keep arriving.
+pub async fn append_rows(
     pool: &PgPool,
     schema: &str,
     table: &str,
@@ -81,6 +107,5 @@ pub async fn insert_rows(
         .await?;
         done += n;
     }
-    sqlx::query(&format!("ANALYZE {t}")).execute(pool).await?;
     Ok(done)
 }

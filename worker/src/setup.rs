@@ -60,7 +60,7 @@ pub async fn prepare(config: &Config, scope: &Scope, writable: bool) -> Result<P
     let shared = match &config.checkpoint.url {
         Some(url) => {
             let opts = db::url_options(url).map_err(|e| SetupError(vec![format!("checkpoint.url: {e}")]))?;
-            Some(db::pool(opts, config.defaults.connection_pool_size.max(2)))
+            Some(db::pool(opts, config.defaults.connection_pool_size.max(2), config.defaults.connection_idle_timeout.0))
         }
         None => None,
     };
@@ -77,7 +77,7 @@ pub async fn prepare(config: &Config, scope: &Scope, writable: bool) -> Result<P
             }
         };
         let size = dbc.connection_pool_size.unwrap_or(config.defaults.connection_pool_size).max(2);
-        let pool = db::pool(opts, size);
+        let pool = db::pool(opts, size, config.defaults.connection_idle_timeout.0);
         if let Err(e) = sqlx::query("SELECT 1").execute(&pool).await {
             problems.push(format!("database {}: cannot connect: {e}", dbc.name));
             continue;

@@ -117,6 +117,7 @@ pub async fn next_batch(
     after: Option<&(String, String)>,
     limit: u32,
     mut encoder: Encoder,
+    batch: &tracing::Span,
 ) -> Result<Option<Extracted>, sqlx::Error> {
     let query = match after {
         None => sqlx::query(&sql.first).bind(window.start).bind(window.end).bind(limit as i64),
@@ -145,8 +146,11 @@ pub async fn next_batch(
         count += 1;
     }
     let Some(first) = first else { return Ok(None) };
+    // Rows are compressed as they stream in (inside `extract`); `encode` closes the frame and
+    // takes the checksum.
+    let encoded = tracing::info_span!(parent: batch, "stage", otel.name = "encode").in_scope(|| encoder.finish());
     Ok(Some(Extracted {
-        encoded: encoder.finish(),
+        encoded,
         pks: pks.finish(),
         xmins: xmins.finish(),
         rows: count,

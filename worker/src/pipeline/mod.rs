@@ -26,6 +26,7 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::{field::Empty, Instrument, Span};
 
 use self::checkpoint::{BatchRecord, CheckpointStore};
 use self::delete::DeleteLimits;
@@ -244,6 +245,7 @@ impl Pipeline {
 
     /// Claims the item, archives it, and records how it ended: done, failed (with its error), or
     /// handed back (cancelled). Returns Ok(None) if another worker holds it or it is done already.
+    /// Run it inside the item's [`item_span`]: batch spans hang below the current span.
     pub async fn run_item(
         &self,
         item_id: i64,
@@ -264,13 +266,13 @@ impl Pipeline {
         let lost = Arc::new(AtomicBool::new(false));
         let stop = cancel.child_token();
         let heartbeat = tokio::spawn(heartbeat(cp.clone(), item.id, self.worker_id.clone(), self.lease, lost.clone(), stop.clone()));
-        let span = tracing::info_span!("archive_item", item = %item.slug(), table = %item.table_label());
-        let result = tracing::Instrument::instrument(self.archive(&item, &stop, &lost, progress), span).await;
+        let result = self.archive(&item, &stop, &lost, progress).await;
         heartbeat.abort();
         metrics::gauge!(crate::observe::names::ITEMS_IN_FLIGHT).decrement(1.0);
         if let Err(e) = &result {
             if let Some((stage, kind)) = e.metric_labels() {
                 crate::observe::count_error(stage, kind);
+                crate::telemetry::record_error(&Span::current(), e);
             }
         }
         match result {
@@ -317,9 +319,11 @@ impl Pipeline {
         // 1. Finish what an earlier attempt recorded but did not delete.
         let recorded = cp.batches(item.id).await?;
         for b in recorded.iter().filter(|b| b.state == "uploaded") {
-            tracing::info!(key = %b.object_key, seq = b.seq, "finishing a batch recorded by an earlier attempt");
-            self.check_recorded(b).await?;
-            let deleted = self.delete(source, &sql, b, &limits, lost).await?;
+            let span = batch_span(item, b.seq, b.day);
+            span.record("rows", b.row_count).record("bytes", b.byte_size).record("resumed", true);
+            tracing::info!(parent: &span, key = %b.object_key, seq = b.seq, "finishing a batch recorded by an earlier attempt");
+            stage(&span, "verify", self.check_recorded(b)).await?;
+            let deleted = stage(&span, "delete", self.delete(source, &sql, b, &limits, lost)).await?;
             progress.add(item, b, deleted);
             self.hooks.at(Point::Deleted, item, b.seq).await?;
         }
@@ -339,14 +343,15 @@ impl Pipeline {
             next_seq,
             tx,
             stop.clone(),
-        ));
+        )
+        .instrument(Span::current()));
         let started = Instant::now();
         let mut rows_done = 0u64;
         let outcome: Result<(), PipelineError> = async {
             while let Some(next) = rx.recv().await {
-                let (seq, window, batch) = next?;
+                let (seq, window, batch, span) = next?;
                 self.hooks.at(Point::Extracted, item, seq).await?;
-                self.store_batch(item, &info, source, &sql, &limits, seq, window, batch, lost, progress, &mut rows_done)
+                self.store_batch(item, &info, source, &sql, &limits, seq, window, batch, &span, lost, progress, &mut rows_done)
                     .await?;
                 if stop.is_cancelled() {
                     return Err(if lost.load(Ordering::SeqCst) { PipelineError::LeaseLost } else { PipelineError::Cancelled });
@@ -372,11 +377,16 @@ impl Pipeline {
         let body = bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).expect("manifest serializes"));
         let size = body.len() as u64;
         let sha = crate::storage::sha256(&body);
-        let checksum = upload::upload(&*self.store, &key, body).await?;
-        match verify::verify(&*self.store, &key, size, &checksum, &sha).await? {
-            Verification::Verified => {}
-            other => return Err(PipelineError::Verify(other.describe(&key))),
-        }
+        let span = tracing::info_span!("manifest", key = %key, objects = manifest.objects.len(), rows = manifest.total_rows);
+        let checksum = stage(&span, "upload", upload::upload(&*self.store, &key, body)).await?;
+        stage(&span, "verify", async {
+            match verify::verify(&*self.store, &key, size, &checksum, &sha).await? {
+                Verification::Verified => Ok(()),
+                other => Err(PipelineError::Verify(other.describe(&key))),
+            }
+        })
+        .await?;
+        drop(span);
         self.hooks.at(Point::ManifestWritten, item, -1).await?;
         if !cp.finish(item.id, &self.worker_id, &key).await? {
             return Err(PipelineError::LeaseLost);
@@ -402,6 +412,7 @@ impl Pipeline {
         seq: i32,
         window: Window,
         batch: Extracted,
+        span: &Span,
         lost: &AtomicBool,
         progress: &Progress,
         rows_done: &mut u64,
@@ -411,16 +422,16 @@ impl Pipeline {
         }
         let key = layout::data_key(item, window.day(), seq, info.settings.compression);
         let size = batch.encoded.body.len() as u64;
-        let t = Instant::now();
-        let checksum = upload::upload(&*self.store, &key, batch.encoded.body.clone()).await?;
-        stage_time("upload", t);
+        span.record("key", key.as_str());
+        let checksum = stage(span, "upload", upload::upload(&*self.store, &key, batch.encoded.body.clone())).await?;
         self.hooks.at(Point::Uploaded, item, seq).await?;
-        let t = Instant::now();
-        match verify::verify(&*self.store, &key, size, &checksum, &batch.encoded.sha256).await? {
-            Verification::Verified => {}
-            other => return Err(PipelineError::Verify(other.describe(&key))),
-        }
-        stage_time("verify", t);
+        stage(span, "verify", async {
+            match verify::verify(&*self.store, &key, size, &checksum, &batch.encoded.sha256).await? {
+                Verification::Verified => Ok(()),
+                other => Err(PipelineError::Verify(other.describe(&key))),
+            }
+        })
+        .await?;
         let record = BatchRecord {
             item_id: item.id,
             seq,
@@ -440,15 +451,16 @@ impl Pipeline {
             state: "uploaded".into(),
             deleted_count: None,
         };
-        let t = Instant::now();
-        if !source.checkpoints.record_batch(&record, &self.worker_id).await? {
-            return Err(PipelineError::LeaseLost);
-        }
-        stage_time("checkpoint", t);
+        stage(span, "checkpoint", async {
+            match source.checkpoints.record_batch(&record, &self.worker_id).await? {
+                true => Ok(()),
+                false => Err(PipelineError::LeaseLost),
+            }
+        })
+        .await?;
         self.hooks.at(Point::Recorded, item, seq).await?;
-        let t = Instant::now();
-        let deleted = self.delete(source, sql, &record, limits, lost).await?;
-        stage_time("delete", t);
+        let deleted = stage(span, "delete", self.delete(source, sql, &record, limits, lost)).await?;
+        span.record("deleted", deleted);
         progress.add(item, &record, deleted);
         count_batch(item, &record, &source.pool);
         self.hooks.at(Point::Deleted, item, seq).await?;
@@ -513,6 +525,58 @@ fn stage_time(stage: &'static str, since: Instant) {
     metrics::histogram!(crate::observe::names::BATCH_DURATION, "stage" => stage).record(since.elapsed().as_secs_f64());
 }
 
+/// The span of one work item: a root (one trace per item) unless the caller gives it the parent
+/// carried by the item's message (see [`crate::telemetry::continue_trace`]).
+pub fn item_span(item: &WorkItem, worker: &str) -> Span {
+    tracing::info_span!(
+        parent: None,
+        "archive_item",
+        otel.kind = "consumer",
+        item = %item.slug(),
+        database = %item.database,
+        table = %item.table_label(),
+        range_start = %item.range_start,
+        range_end = %item.range_end,
+        worker = %worker,
+    )
+}
+
+/// The span of one batch, below the current (item) span; rows and bytes are recorded once known.
+/// A read that finds its window exhausted is renamed `scan_empty`, so `batch` spans are batches.
+fn batch_span(item: &WorkItem, seq: i32, day: chrono::NaiveDate) -> Span {
+    tracing::info_span!(
+        "batch",
+        seq,
+        table = %item.table_label(),
+        day = %day,
+        window_start = Empty,
+        window_end = Empty,
+        rows = Empty,
+        bytes = Empty,
+        raw_bytes = Empty,
+        deleted = Empty,
+        key = Empty,
+        resumed = false,
+    )
+}
+
+/// Runs one stage of a batch in its own span below `batch`, timing it into
+/// `archiver_batch_duration_seconds` and recording an error on the span.
+async fn stage<T, E: std::fmt::Display>(
+    batch: &Span,
+    name: &'static str,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let span = tracing::info_span!(parent: batch, "stage", otel.name = name);
+    let started = Instant::now();
+    let result = work.instrument(span.clone()).await;
+    match &result {
+        Ok(_) => stage_time(name, started),
+        Err(e) => crate::telemetry::record_error(&span, e),
+    }
+    result
+}
+
 fn count_batch(item: &WorkItem, b: &BatchRecord, pool: &PgPool) {
     use crate::observe::names;
     let labels = [("database", item.database.clone()), ("table", item.table.clone())];
@@ -531,7 +595,7 @@ fn db_backoff() -> ExponentialBuilder {
         .with_jitter()
 }
 
-type Produced = Result<(i32, Window, Extracted), PipelineError>;
+type Produced = Result<(i32, Window, Extracted, Span), PipelineError>;
 
 /// Reads the item's batches in order and hands them over one at a time.
 #[allow(clippy::too_many_arguments)]
@@ -555,7 +619,8 @@ async fn produce(
             return Ok(());
         }
         let encoder = Encoder::new(s.compression, s.compression_level);
-        let started = Instant::now();
+        let span = batch_span(&item, seq, window.day());
+        span.record("window_start", tracing::field::display(window.start)).record("window_end", tracing::field::display(window.end));
         let read = async {
             // A read-only transaction, so the timeout stays with this statement and leaves the
             // pooled connection as it was.
@@ -564,15 +629,12 @@ async fn produce(
                 .bind(format!("{}ms", s.statement_timeout.as_millis()))
                 .execute(&mut *tx)
                 .await?;
-            let batch = extract::next_batch(&mut tx, &sql, window, after.as_ref(), s.batch_size, encoder).await?;
+            let batch = extract::next_batch(&mut tx, &sql, window, after.as_ref(), s.batch_size, encoder, &span).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(batch)
         };
-        let batch = match read.await {
-            Ok(b) => {
-                stage_time("extract", started);
-                b
-            }
+        let batch = match stage(&span, "extract", read).await {
+            Ok(b) => b,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
                 return Ok(());
@@ -582,7 +644,8 @@ async fn produce(
             Some(b) => {
                 let full = b.rows() as u32 >= s.batch_size;
                 let last = b.last.clone();
-                if tx.send(Ok((seq, window, b))).await.is_err() {
+                span.record("rows", b.rows()).record("bytes", b.encoded.body.len()).record("raw_bytes", b.encoded.raw_bytes);
+                if tx.send(Ok((seq, window, b, span))).await.is_err() {
                     return Ok(()); // the consumer stopped
                 }
                 seq += 1;
@@ -591,7 +654,10 @@ async fn produce(
                     continue;
                 }
             }
-            None => {}
+            None => {
+                span.record("rows", 0);
+                crate::telemetry::rename(&span, "scan_empty");
+            }
         }
         if window.end >= item.range_end {
             return Ok(());
