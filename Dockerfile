@@ -1,4 +1,5 @@
-# Both binaries of the archiver: archiver-coordinator and archiver-worker.
+# The archiver's binaries: archiver-coordinator, archiver-worker, and archiver-loadtest (with
+# psql and zstd, which its compare and large-batch scenarios use for the raw baseline).
 #
 #   docker build -t audit-archiver .
 #   docker run --rm -v $PWD/deploy/config.yaml:/etc/archiver/config.yaml:ro audit-archiver \
@@ -15,13 +16,14 @@ COPY worker worker
 COPY coordinator coordinator
 COPY loadtest loadtest
 COPY testkit testkit
-RUN cargo build --release --locked -p archiver-coordinator -p archiver-worker
+RUN cargo build --release --locked -p archiver-coordinator -p archiver-worker -p archiver-loadtest
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates postgresql-client zstd \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=builder /src/target/release/archiver-coordinator /src/target/release/archiver-worker /usr/local/bin/
+COPY --from=builder /src/target/release/archiver-coordinator /src/target/release/archiver-worker \
+     /src/target/release/archiver-loadtest /usr/local/bin/
 RUN useradd --system --create-home --home-dir /var/lib/archiver --uid 10001 archiver
 USER archiver
 WORKDIR /var/lib/archiver
