@@ -162,6 +162,8 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
             _ => t.items_not_run += 1,
         }
     }
+    // As in standalone mode: the tables this run deleted rows from, once their items ended.
+    crate::standalone::vacuum(&prepared, &summary).await;
     plan::report_eligible(&prepared).await;
     summary.duration = started.elapsed();
     Ok(summary)

@@ -200,7 +200,7 @@ pub fn progress_bar(wanted: bool, total: u64) -> ProgressBar {
 }
 
 /// VACUUM / ANALYZE the tables rows were deleted from, as configured.
-async fn vacuum(prepared: &setup::Prepared, summary: &Summary) {
+pub(crate) async fn vacuum(prepared: &setup::Prepared, summary: &Summary) {
     let by_label: HashMap<String, &Arc<archiver_worker::table::TableInfo>> =
         prepared.tables.iter().map(|t| (t.label(), t)).collect();
     for (label, totals) in &summary.tables {

@@ -685,3 +685,16 @@ async fn coordinator_reports_rows_eligible() {
     assert_eq!(summary.rows(), eligible);
     assert!(metrics.render().contains(&gauge(0)), "{}", metrics.render());
 }
+
+/// `run --wait` vacuums as standalone mode does, once the items ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_wait_vacuums_where_configured() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seed_vacuum_tables(&env.db, 2_000).await;
+    let config = env.config("", VACUUM_TABLES);
+    let summary = run_with_workers(&config, 1).await;
+    assert!(summary.all_finished() && summary.rows() > 0, "{summary}");
+    assert_eq!(manual_vacuums(&env.db, "audit_vacuumed", 1).await, 1);
+    assert_eq!(manual_vacuums(&env.db, "audit_plain", 0).await, 0);
+}

@@ -562,3 +562,20 @@ async fn no_secret_is_ever_printed_even_at_trace_level() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_runs_after_a_run_only_where_configured() {
+    let db = TestDb::new().await;
+    seed_vacuum_tables(&db, 2_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("storage:\n  type: local\n  path: {}\n", dir.path().display());
+    let config = parse(&yaml(&db, &storage, "", VACUUM_TABLES));
+    assert_eq!(manual_vacuums(&db, "audit_vacuumed", 0).await, 0);
+    let summary = run(&config, opts(2)).await;
+    assert!(summary.all_finished() && summary.rows() > 0, "{summary}");
+    assert_eq!(manual_vacuums(&db, "audit_vacuumed", 1).await, 1, "VACUUM (ANALYZE) ran once");
+    assert_eq!(manual_vacuums(&db, "audit_plain", 0).await, 0, "no VACUUM where it is off");
+    // A run that archives nothing vacuums nothing.
+    run(&config, opts(2)).await;
+    assert_eq!(manual_vacuums(&db, "audit_vacuumed", 2).await, 1);
+}

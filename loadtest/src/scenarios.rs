@@ -675,6 +675,12 @@ pub struct DbImpactArgs {
     /// In-process workers of `archiver-coordinator run`.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// The archiver's `sleep_between_batches`, e.g. `500ms`; default: the archiver's default.
+    #[arg(long)]
+    pub sleep_between_batches: Option<String>,
+    /// The archiver's `max_rows_per_second` (per work item); default: the archiver's default.
+    #[arg(long)]
+    pub max_rows_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -719,7 +725,18 @@ pub async fn db_impact(a: DbImpactArgs, common: Common) -> anyhow::Result<Report
     archiver_worker::seed::insert_rows(&env.db.pool, "public", &table, a.rows / 5, 89.0, 0.0).await?;
     sqlx::query("VACUUM ANALYZE audit_impact").execute(&env.db.pool).await?;
     sqlx::query("CHECKPOINT").execute(&env.db.pool).await?;
-    let config = env.config("config.yaml", std::slice::from_ref(&table), &[format!("batch_size: {}", a.batch_size)], false)?;
+    let mut defaults = vec![format!("batch_size: {}", a.batch_size)];
+    defaults.extend(a.sleep_between_batches.as_ref().map(|d| format!("sleep_between_batches: {d}")));
+    defaults.extend(a.max_rows_per_second.map(|r| format!("max_rows_per_second: {r}")));
+    let throttle = match (&a.sleep_between_batches, a.max_rows_per_second) {
+        (None, None) => "the default throttle".to_string(),
+        (sleep, rate) => format!(
+            "sleep_between_batches {}, max_rows_per_second {}",
+            sleep.as_deref().unwrap_or("default"),
+            rate.map_or("default".to_string(), |r| r.to_string())
+        ),
+    };
+    let config = env.config("config.yaml", std::slice::from_ref(&table), &defaults, false)?;
     let probes = pool_for(&env.db.name, 4);
     let sampler = sampler(&env, Duration::from_millis(250));
     let t0 = Instant::now();
@@ -728,7 +745,7 @@ pub async fn db_impact(a: DbImpactArgs, common: Common) -> anyhow::Result<Report
     eprintln!("before: probing for {:?} ...", a.phase);
     tokio::time::sleep(a.phase).await;
     let during_start = t0.elapsed().as_secs_f64();
-    eprintln!("during: archiving with the default throttle ...");
+    eprintln!("during: archiving with {throttle} ...");
     let child = env.coordinator(&config, &["run", "--workers", &a.workers.to_string()])?.spawn()?;
     sampler.watch(child.id());
     let pid = child.id() as libc::pid_t;
@@ -767,7 +784,7 @@ pub async fn db_impact(a: DbImpactArgs, common: Common) -> anyhow::Result<Report
         kv("Databases", 1),
         kv("Tables", 1),
         kv("Probe", format!("{} inserts/s and {} indexed reads/s on the audit table, before, during and after archiving", a.probe_rate, a.probe_rate)),
-        kv("Mode", format!("standalone: archiver-coordinator run --workers {}, default throttle", a.workers)),
+        kv("Mode", format!("standalone: archiver-coordinator run --workers {}, {throttle}", a.workers)),
     ];
     r.performance = vec![
         kv("Archiving took", format!("{:.1} s", during_end - during_start)),

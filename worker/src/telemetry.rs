@@ -113,7 +113,7 @@ pub fn init(log_format: &str, cfg: &TelemetryConfig, default_service: &str) -> a
     let settings = TraceSettings::resolve(cfg, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,aws=warn,lapin=warn"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,aws=warn,lapin=warn,opentelemetry=warn"))
     };
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if log_format == "json" { fmt.json().boxed() } else { fmt.boxed() };

@@ -181,3 +181,30 @@ pub async fn s3_and_db() -> (TestDb, S3Server) {
     let (db, s3) = tokio::join!(TestDb::new(), S3Server::start());
     (db, s3)
 }
+
+/// Manual (not auto-) VACUUMs of `table` so far, waiting up to 5 s for at least `want`, since
+/// statistics reach other sessions with a delay.
+pub async fn manual_vacuums(db: &TestDb, table: &str, want: i64) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = $1")
+            .bind(table)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if n >= want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Two audit tables: `audit_vacuumed` with `vacuum_type: standard` on, `audit_plain` without.
+pub const VACUUM_TABLES: &str = "      - name: audit_vacuumed\n        timestamp_column: created_at\n        primary_key: id\n        vacuum_after_archive: true\n        vacuum_type: standard\n      - name: audit_plain\n        timestamp_column: created_at\n        primary_key: id\n";
+
+pub async fn seed_vacuum_tables(db: &TestDb, rows: u64) {
+    for t in ["audit_vacuumed", "audit_plain"] {
+        archiver_worker::seed::create_audit_table(&db.pool, "public", t).await.unwrap();
+        archiver_worker::seed::insert_rows(&db.pool, "public", t, rows, 200.0, 0.0).await.unwrap();
+    }
+}
