@@ -40,6 +40,12 @@ struct Env {
     queue: String,
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        archiver_testkit::delete_queues(AMQP, &self.queue);
+    }
+}
+
 impl Env {
     async fn new() -> Env {
         let (db, s3) = s3_and_db().await;

@@ -175,3 +175,22 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// Deletes a work queue and its `.retry` and `.dead` queues, from a thread of its own so it can
+/// run in `Drop`; a broker that cannot be reached leaves them (they are harmless, only clutter).
+pub fn delete_queues(amqp_url: &str, name: &str) {
+    let (url, name) = (amqp_url.to_string(), name.to_string());
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        rt.block_on(async {
+            let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.ok()?;
+            let channel = conn.create_channel().await.ok()?;
+            for q in [name.clone(), format!("{name}.retry"), format!("{name}.dead")] {
+                let _ = channel.queue_delete(q.as_str().into(), lapin::options::QueueDeleteOptions::default()).await;
+            }
+            let _ = conn.close(200, "bye".into()).await;
+            Some(())
+        })
+    })
+    .join();
+}
