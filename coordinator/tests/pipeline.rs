@@ -579,3 +579,34 @@ async fn vacuum_runs_after_a_run_only_where_configured() {
     run(&config, opts(2)).await;
     assert_eq!(manual_vacuums(&db, "audit_vacuumed", 2).await, 1);
 }
+
+/// A store made before versions were recorded is adopted as version 1; a store a newer archiver
+/// upgraded is refused before anything is read or deleted, with a message naming both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_schema_versions_are_recorded_and_a_newer_store_is_refused() {
+    let db = TestDb::new().await;
+    seeded(&db, 2_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("storage:\n  type: local\n  path: {}\n", dir.path().display());
+    // A store as earlier builds left it: the tables, no version table.
+    for stmt in archiver_proto::checkpoint_schema::create_statements("archiver") {
+        sqlx::query(&stmt).execute(&db.pool).await.unwrap();
+    }
+    let config = parse(&yaml(&db, &storage, "  range_interval: 30d", AUDIT_TABLE));
+    let first = run(&config, opts(2)).await;
+    assert!(first.all_finished() && first.rows() > 0, "{first}");
+    let versions: Vec<(i32,)> = sqlx::query_as("SELECT version FROM archiver.schema_version").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(versions, [(archiver_proto::checkpoint_schema::VERSION,)]);
+
+    // Newer rows arrive; a newer archiver has upgraded the store meanwhile.
+    archiver_worker::seed::append_rows(&db.pool, "public", "audit_log", 500, 120.0, 100.0).await.unwrap();
+    sqlx::query("INSERT INTO archiver.schema_version VALUES (99)").execute(&db.pool).await.unwrap();
+    let before = snapshot(&db, "audit_log").await;
+    let (items_before,): (i64,) = sqlx::query_as("SELECT count(*) FROM archiver.work_items").fetch_one(&db.pool).await.unwrap();
+    let err = standalone::run(&config, opts(2), CancellationToken::new()).await.err().expect("a newer store is refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("version 99") && msg.contains(&format!("({})", archiver_proto::checkpoint_schema::VERSION)), "{msg}");
+    assert_eq!(snapshot(&db, "audit_log").await, before, "nothing deleted");
+    let (items_after,): (i64,) = sqlx::query_as("SELECT count(*) FROM archiver.work_items").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(items_after, items_before, "nothing planned");
+}

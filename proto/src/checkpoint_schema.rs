@@ -5,8 +5,32 @@
 //! kept until its delete commits, so an interrupted batch is finished from this record, never by
 //! selecting again.
 
-/// Statements that create the checkpoint tables in `schema` (a plain identifier) if missing.
-/// Safe to run concurrently when wrapped in the caller's advisory lock.
+/// The version of the tables below. `schema_version` records the version a store is at; a
+/// binary refuses a store newer than it knows, and brings an older one up to date (the steps
+/// from one version to the next go in [`upgrade_statements`]).
+pub const VERSION: i32 = 1;
+
+/// The table that records the store's version: one row per version applied.
+pub fn version_table(schema: &str) -> Vec<String> {
+    vec![
+        format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+                version    integer     PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )"
+        ),
+    ]
+}
+
+/// Statements that bring a store at version `from` to `from + 1`. Version 1 is the first;
+/// there is no step yet.
+pub fn upgrade_statements(_schema: &str, from: i32) -> Vec<String> {
+    unreachable!("no checkpoint schema version after {from} is defined")
+}
+
+/// Statements that create the checkpoint tables in `schema` (a plain identifier) if missing, at
+/// [`VERSION`]. Safe to run concurrently when wrapped in the caller's advisory lock.
 pub fn create_statements(schema: &str) -> Vec<String> {
     vec![
         format!("CREATE SCHEMA IF NOT EXISTS {schema}"),

@@ -100,12 +100,12 @@ pub async fn prepare(config: &Config, scope: &Scope, writable: bool) -> Result<P
         if let Some(p) = &shared {
             let cp = CheckpointStore::new(p.clone(), &config.checkpoint.schema, false);
             if let Err(e) = cp.migrate().await {
-                problems.push(format!("checkpoint store: cannot create its tables: {e}"));
+                problems.push(format!("checkpoint store: cannot prepare its tables: {e}"));
             }
         } else {
             for (name, s) in &sources {
                 if let Err(e) = s.checkpoints.migrate().await {
-                    problems.push(format!("database {name}: cannot create the checkpoint tables: {e}"));
+                    problems.push(format!("database {name}: cannot prepare the checkpoint tables: {e}"));
                 }
             }
         }

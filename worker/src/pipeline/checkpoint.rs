@@ -87,6 +87,18 @@ pub struct CheckpointStore {
     pub in_source: bool,
 }
 
+/// Why the checkpoint tables could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "checkpoint schema {schema:?} is at version {found}, newer than this archiver understands ({supported}); \
+         run the newer archiver, or upgrade this one"
+    )]
+    TooNew { schema: String, found: i32, supported: i32 },
+}
+
 impl CheckpointStore {
     pub fn new(pool: PgPool, schema: &str, in_source: bool) -> Self {
         CheckpointStore { pool, schema: schema.to_string(), in_source }
@@ -101,18 +113,51 @@ impl CheckpointStore {
         format!("{}.{}", self.schema, name)
     }
 
-    /// Creates the tables if missing. Concurrent callers serialize on an advisory lock whose id is
-    /// derived from the schema name (the same in every process).
-    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
+    /// Creates the tables if missing, or brings them up to [`checkpoint_schema::VERSION`]; refuses
+    /// a store a newer archiver has upgraded. Concurrent callers serialize on an advisory lock
+    /// whose id is derived from the schema name (the same in every process).
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("audit_archiver:migrate:{}", self.schema))
             .execute(&mut *tx)
             .await?;
-        for stmt in checkpoint_schema::create_statements(&self.schema) {
+        for stmt in checkpoint_schema::version_table(&self.schema) {
             sqlx::query(&stmt).execute(&mut *tx).await?;
         }
-        tx.commit().await
+        let (found,): (Option<i32>,) = sqlx::query_as(&format!("SELECT max(version) FROM {}", self.t("schema_version")))
+            .fetch_one(&mut *tx)
+            .await?;
+        let supported = checkpoint_schema::VERSION;
+        match found {
+            Some(v) if v > supported => {
+                return Err(MigrateError::TooNew { schema: self.schema.clone(), found: v, supported });
+            }
+            Some(v) => {
+                for from in v..supported {
+                    for stmt in checkpoint_schema::upgrade_statements(&self.schema, from) {
+                        sqlx::query(&stmt).execute(&mut *tx).await?;
+                    }
+                    self.record_version(&mut tx, from + 1).await?;
+                }
+            }
+            // A new store, or one made before versions were recorded (its tables are version 1).
+            None => {
+                for stmt in checkpoint_schema::create_statements(&self.schema) {
+                    sqlx::query(&stmt).execute(&mut *tx).await?;
+                }
+                self.record_version(&mut tx, supported).await?;
+            }
+        }
+        Ok(tx.commit().await?)
+    }
+
+    async fn record_version(&self, tx: &mut sqlx::PgConnection, version: i32) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!("INSERT INTO {} (version) VALUES ($1)", self.t("schema_version")))
+            .bind(version)
+            .execute(tx)
+            .await
+            .map(drop)
     }
 
     /// Whether the tables exist (a dry run must not create them).
