@@ -60,8 +60,11 @@ async fn publish(cp: &CheckpointStore, broker: &Broker, items: &[WorkItem]) -> a
     Ok(())
 }
 
-/// Re-publishes items whose worker's lease expired (the worker died), once per expiry.
-pub async fn reconcile(prepared: &Prepared, broker: &Broker) -> anyhow::Result<usize> {
+/// Re-publishes items whose worker's lease expired (the worker died), once per expiry; and, when
+/// no message waits in the work and retry queues, pending items published more than `grace` ago,
+/// whose message was lost. A message published twice is harmless: only one worker can claim the
+/// item.
+pub async fn reconcile(prepared: &Prepared, broker: &Broker, grace: Duration) -> anyhow::Result<usize> {
     let mut n = 0;
     for cp in stores(prepared) {
         for row in cp.expired_leases().await? {
@@ -72,7 +75,24 @@ pub async fn reconcile(prepared: &Prepared, broker: &Broker) -> anyhow::Result<u
             }
         }
     }
+    if broker.waiting().await? > 0 {
+        return Ok(n);
+    }
+    for cp in stores(prepared) {
+        let lost: Vec<WorkItem> = cp.stale_pending(grace).await?.into_iter().filter(|r| in_scope(prepared, r)).map(|r| r.item()).collect();
+        for item in &lost {
+            tracing::warn!(item = %item.slug(), table = %item.table_label(), "pending, but no message waits for it; re-publishing");
+        }
+        publish(&cp, broker, &lost).await?;
+        n += lost.len();
+    }
     Ok(n)
+}
+
+/// How long a published item may stay pending, with no message waiting in the queues, before
+/// its message counts as lost: a few retry delays, at least 5 s.
+pub fn lost_message_grace(queue: &archiver_worker::config::QueueConfig) -> Duration {
+    (queue.retry_delay.0 * 3).max(Duration::from_secs(5))
 }
 
 pub struct RunOptions {
@@ -124,7 +144,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
     let mut last_reconcile = Instant::now();
     let rows = loop {
         if last_reconcile.elapsed() >= Duration::from_secs(5) {
-            if let Err(e) = reconcile(&prepared, &broker).await {
+            if let Err(e) = reconcile(&prepared, &broker, lost_message_grace(queue)).await {
                 tracing::warn!(error = %e, "reconcile failed");
             }
             last_reconcile = Instant::now();

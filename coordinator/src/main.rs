@@ -79,8 +79,8 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
-    /// Re-publish items whose worker's lease expired, once (needs `queue`); `run --wait` does this
-    /// continuously.
+    /// Re-publish items whose worker's lease expired, and pending items whose message was lost
+    /// (needs `queue`); `run --wait` does this continuously.
     Reconcile,
     /// Seed a sample audit table in the local PostgreSQL and archive it to ./archive with the
     /// embedded default configuration.
@@ -207,7 +207,7 @@ async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> ExitCode 
                 let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section in the configuration"))?;
                 let prepared = archiver_worker::setup::prepare(&config, &Scope::default(), true).await?;
                 let broker = archiver_worker::queue::Broker::connect(queue, "archiver-coordinator reconcile").await?;
-                let n = distributed::reconcile(&prepared, &broker).await?;
+                let n = distributed::reconcile(&prepared, &broker, distributed::lost_message_grace(queue)).await?;
                 broker.close().await;
                 anyhow::Ok(n)
             };

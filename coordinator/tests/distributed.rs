@@ -704,3 +704,24 @@ async fn run_wait_vacuums_where_configured() {
     assert_eq!(manual_vacuums(&env.db, "audit_vacuumed", 1).await, 1);
     assert_eq!(manual_vacuums(&env.db, "audit_plain", 0).await, 0);
 }
+
+/// Messages lost after they were published (here: the queue purged) do not strand their items:
+/// `run --wait` sees pending items with no message waiting, publishes them again, and the rows
+/// are archived exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_messages_are_published_again() {
+    let _broker = BROKER.read().await;
+    let env = Env::new().await;
+    seeded(&env.db, 2_000).await;
+    let config = env.config("  range_interval: 30d", AUDIT_TABLE);
+    let before = snapshot(&env.db, "audit_log").await;
+    let opts = DistOptions { scope: Scope::default(), wait: false, progress: false, poll: Duration::from_millis(200) };
+    distributed::run(&config, opts, CancellationToken::new()).await.unwrap();
+    let broker = Broker::connect(config.queue.as_ref().unwrap(), "test purge").await.unwrap();
+    let purged = broker.channel.queue_purge(env.queue.as_str().into(), lapin::options::QueuePurgeOptions::default()).await.unwrap();
+    broker.close().await;
+    assert!(purged >= 2, "the published messages are gone: {purged}");
+    let summary = run_with_workers(&config, 1).await;
+    assert!(summary.all_finished(), "{summary}");
+    assert_exactly_once(&before, &snapshot(&env.db, "audit_log").await, &*open_store(&config).await).await;
+}

@@ -158,6 +158,21 @@ impl Broker {
         Ok(())
     }
 
+    /// Messages ready in the work and retry queues: 0 when nothing waits to be delivered.
+    pub async fn waiting(&self) -> Result<u32, QueueError> {
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let mut n = 0;
+        for q in [&self.names.work, &self.names.retry] {
+            let q = self
+                .channel
+                .queue_declare(q.as_str().into(), passive, FieldTable::default())
+                .await
+                .map_err(broker_err("count a queue's messages"))?;
+            n += q.message_count();
+        }
+        Ok(n)
+    }
+
     /// Parks a message in the retry queue for `delay`, after which it returns to the work queue.
     pub async fn publish_retry(&self, body: &[u8], headers: FieldTable, delay: Duration) -> Result<(), QueueError> {
         let props = BasicProperties::default()

@@ -202,6 +202,13 @@ impl CheckpointStore {
         .await
     }
 
+    /// Pending items published more than `age` ago: if no message waits in the queues, theirs
+    /// was lost (a purged or deleted queue, a broker that lost its data).
+    pub async fn stale_pending(&self, age: Duration) -> Result<Vec<ItemRow>, sqlx::Error> {
+        let age = format!("{} milliseconds", age.as_millis());
+        self.select_items("state = 'pending' AND published_at < now() - $1::interval", &[&age]).await
+    }
+
     pub async fn items_by_id(&self, ids: &[i64]) -> Result<Vec<ItemRow>, sqlx::Error> {
         sqlx::query_as(&format!("SELECT {ITEM_COLUMNS} FROM {} WHERE id = ANY($1)", self.t("work_items")))
             .bind(ids)
