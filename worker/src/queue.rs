@@ -112,7 +112,7 @@ impl Broker {
     pub async fn publish_items(&self, items: &[WorkItem]) -> Result<(), QueueError> {
         let mut pending = Vec::with_capacity(items.len());
         for item in items {
-            let span = tracing::info_span!(
+            let span = tracing::debug_span!(
                 parent: None,
                 "publish_item",
                 otel.kind = "producer",

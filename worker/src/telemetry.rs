@@ -132,8 +132,9 @@ pub fn init(log_format: &str, cfg: &TelemetryConfig, default_service: &str) -> a
         provider = provider.with_sampler(sampler(name, *arg));
     }
     let provider = provider.build();
-    // Spans of our own crates at info and above; the dependencies' spans stay out of traces.
-    let otel_filter = tracing_subscriber::EnvFilter::new("warn,archiver_worker=info,archiver_coordinator=info");
+    // Our spans are at DEBUG, so the log (INFO by default) does not repeat their fields on every
+    // line; traces take them, and our events from DEBUG up. The dependencies' spans stay out.
+    let otel_filter = tracing_subscriber::EnvFilter::new("warn,archiver_worker=debug,archiver_coordinator=debug");
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("audit-archiver")).with_filter(otel_filter);
     registry.with(otel).try_init()?;
     tracing::info!(endpoint = %crate::config::redact_url(&endpoint), protocol = %settings.protocol, "exporting traces over OTLP");

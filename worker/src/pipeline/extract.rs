@@ -148,7 +148,7 @@ pub async fn next_batch(
     let Some(first) = first else { return Ok(None) };
     // Rows are compressed as they stream in (inside `extract`); `encode` closes the frame and
     // takes the checksum.
-    let encoded = tracing::info_span!(parent: batch, "stage", otel.name = "encode").in_scope(|| encoder.finish());
+    let encoded = tracing::debug_span!(parent: batch, "stage", otel.name = "encode").in_scope(|| encoder.finish());
     Ok(Some(Extracted {
         encoded,
         pks: pks.finish(),

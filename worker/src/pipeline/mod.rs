@@ -377,7 +377,7 @@ impl Pipeline {
         let body = bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).expect("manifest serializes"));
         let size = body.len() as u64;
         let sha = crate::storage::sha256(&body);
-        let span = tracing::info_span!("manifest", key = %key, objects = manifest.objects.len(), rows = manifest.total_rows);
+        let span = tracing::debug_span!("manifest", key = %key, objects = manifest.objects.len(), rows = manifest.total_rows);
         let checksum = stage(&span, "upload", upload::upload(&*self.store, &key, body)).await?;
         stage(&span, "verify", async {
             match verify::verify(&*self.store, &key, size, &checksum, &sha).await? {
@@ -528,7 +528,7 @@ fn stage_time(stage: &'static str, since: Instant) {
 /// The span of one work item: a root (one trace per item) unless the caller gives it the parent
 /// carried by the item's message (see [`crate::telemetry::continue_trace`]).
 pub fn item_span(item: &WorkItem, worker: &str) -> Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         parent: None,
         "archive_item",
         otel.kind = "consumer",
@@ -544,7 +544,7 @@ pub fn item_span(item: &WorkItem, worker: &str) -> Span {
 /// The span of one batch, below the current (item) span; rows and bytes are recorded once known.
 /// A read that finds its window exhausted is renamed `scan_empty`, so `batch` spans are batches.
 fn batch_span(item: &WorkItem, seq: i32, day: chrono::NaiveDate) -> Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         "batch",
         seq,
         table = %item.table_label(),
@@ -567,7 +567,7 @@ async fn stage<T, E: std::fmt::Display>(
     name: &'static str,
     work: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    let span = tracing::info_span!(parent: batch, "stage", otel.name = name);
+    let span = tracing::debug_span!(parent: batch, "stage", otel.name = name);
     let started = Instant::now();
     let result = work.instrument(span.clone()).await;
     match &result {
