@@ -39,12 +39,16 @@ fn in_scope(prepared: &Prepared, row: &ItemRow) -> bool {
     })
 }
 
+/// The items of `rows` that belong to the tables in scope.
+fn items_in_scope(prepared: &Prepared, rows: Vec<ItemRow>) -> Vec<WorkItem> {
+    rows.into_iter().filter(|r| in_scope(prepared, r)).map(|r| r.item()).collect()
+}
+
 /// Publishes every pending item of the tables in scope that was never confirmed by the broker.
 pub async fn publish_unpublished(prepared: &Prepared, broker: &Broker) -> anyhow::Result<usize> {
     let mut n = 0;
     for cp in stores(prepared) {
-        let items: Vec<WorkItem> =
-            cp.unpublished().await?.into_iter().filter(|r| in_scope(prepared, r)).map(|r| r.item()).collect();
+        let items = items_in_scope(prepared, cp.unpublished().await?);
         publish(&cp, broker, &items).await?;
         n += items.len();
     }
@@ -79,7 +83,7 @@ pub async fn reconcile(prepared: &Prepared, broker: &Broker, grace: Duration) ->
         return Ok(n);
     }
     for cp in stores(prepared) {
-        let lost: Vec<WorkItem> = cp.stale_pending(grace).await?.into_iter().filter(|r| in_scope(prepared, r)).map(|r| r.item()).collect();
+        let lost = items_in_scope(prepared, cp.stale_pending(grace).await?);
         for item in &lost {
             tracing::warn!(item = %item.slug(), table = %item.table_label(), "pending, but no message waits for it; re-publishing");
         }

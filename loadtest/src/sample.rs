@@ -86,6 +86,21 @@ fn postgres_is_local() -> bool {
     matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") || host.starts_with('/')
 }
 
+/// The archiver's connections to the pool's database, as `pg_stat_activity` shows them.
+pub async fn archiver_connections(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_as::<_, (i64,)>(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'audit_archiver' AND datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .map(|r| r.0)
+}
+
+/// The highest connection count sampled.
+pub fn max_connections(samples: &[Sample]) -> i64 {
+    samples.iter().map(|s| s.connections).max().unwrap_or(0)
+}
+
 /// The guide's blocked-locks query, with how long each blocked statement has been waiting at most.
 const BLOCKED: &str = "SELECT blocked_locks.pid AS blocked_pid, blocking_locks.pid AS blocking_pid,
         blocked_activity.query AS blocked_query,
@@ -148,13 +163,7 @@ impl Sampler {
                     last_pg = now;
                     if first { 0.0 } else { used as f64 / tps / dt * 100.0 }
                 });
-                let connections = sqlx::query_as::<_, (i64,)>(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'audit_archiver' AND datname = current_database()",
-                )
-                .fetch_one(&pool)
-                .await
-                .map(|r| r.0)
-                .unwrap_or(-1);
+                let connections = archiver_connections(&pool).await.unwrap_or(-1);
                 let blocked: Vec<(i32, i32, String, f64)> = sqlx::query_as(BLOCKED).fetch_all(&pool).await.unwrap_or_default();
                 let blocked_pids: HashSet<i32> = blocked.iter().map(|b| b.0).collect();
                 for (bp, bk, q, w) in blocked {

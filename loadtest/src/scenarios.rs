@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::{self, counter_sum, free_port, scrape, stop, wait_ready, Common, Env};
 use crate::report::{kv, thousands, Criterion, Plot, Report};
-use crate::sample::{max, mean, quantile, LockWait, Sample, Sampler};
+use crate::sample::{archiver_connections, max, max_connections, mean, quantile, LockWait, Sample, Sampler};
 
 const GRACE: Duration = Duration::from_secs(90);
 
@@ -245,7 +245,7 @@ pub async fn sustained(a: SustainedArgs, common: Common) -> anyhow::Result<Repor
     let growth = memory_growth(&samples, a.warm_up);
     let peak = max(samples.iter().map(|s| s.rss_mb));
     let cpu = mean(samples.iter().map(|s| s.cpu_pct));
-    let max_conn = samples.iter().map(|s| s.connections).max().unwrap_or(0);
+    let max_conn = max_connections(&samples);
     let failed_items = env.failed_items().await;
     r.errors = worker_errors + failed_runs + failed_items as u64 + u64::from(!clean_exit);
     let rate = correctness.archived as f64 / elapsed * 60.0;
@@ -366,7 +366,7 @@ pub async fn concurrency(a: ConcurrencyArgs, common: Common) -> anyhow::Result<R
     let rate = correctness.archived as f64 / secs * 60.0;
     let peak = max(samples.iter().map(|s| s.rss_mb));
     let cpu = mean(samples.iter().map(|s| s.cpu_pct));
-    let max_conn = samples.iter().map(|s| s.connections).max().unwrap_or(0);
+    let max_conn = max_connections(&samples);
     // Every worker's pool, and the coordinator's.
     let limit = (a.workers as i64 + 1) * a.pool_size.max(2) as i64;
     let run_failed = run.is_err();
@@ -562,14 +562,7 @@ pub struct PoolArgs {
 /// The archiver's connection count once it stopped changing: unchanged for two idle timeouts
 /// (at most ten timeouts and 30 s).
 async fn settled_connections(pool: &PgPool, idle: Duration) -> anyhow::Result<i64> {
-    let count = || async {
-        sqlx::query_as::<_, (i64,)>(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'audit_archiver' AND datname = current_database()",
-        )
-        .fetch_one(pool)
-        .await
-        .map(|r| r.0)
-    };
+    let count = || archiver_connections(pool);
     let deadline = Instant::now() + idle * 10 + Duration::from_secs(30);
     let mut last = count().await?;
     let mut since = Instant::now();
@@ -625,7 +618,7 @@ pub async fn pool_stability(a: PoolArgs, common: Common) -> anyhow::Result<Repor
 
     let mut r = Report::new("pool-stability", env.describe_storage());
     r.duration_s = secs;
-    let max_conn = samples.iter().map(|s| s.connections).max().unwrap_or(0);
+    let max_conn = max_connections(&samples);
     // The worker's pool and the coordinator's.
     let limit = 2 * a.pool_size as i64;
     let returned = after.iter().all(|n| *n == baseline);
@@ -772,7 +765,7 @@ pub async fn db_impact(a: DbImpactArgs, common: Common) -> anyhow::Result<Report
     let local = samples.iter().any(|s| s.pg_cpu_pct.is_some());
     let cpu_increase = (pg_cpu(1) - pg_cpu(0)) / cores;
     let long_waits = lock_waits.iter().filter(|w| w.waited_s > 1.0).count();
-    let max_conn = samples.iter().map(|s| s.connections).max().unwrap_or(0);
+    let max_conn = max_connections(&samples);
     let p99_ratio = [Probe::Insert, Probe::Read].map(|k| pct(k, 1, 0.99) / pct(k, 0, 0.99).max(1e-6)).into_iter().fold(0.0, f64::max);
 
     let mut r = Report::new("db-impact", env.describe_storage());

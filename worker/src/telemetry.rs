@@ -6,8 +6,6 @@
 //! spans cost and nothing is exported. With one, spans go out in batches over gRPC (default) or
 //! HTTP/protobuf, and [`Telemetry::shutdown`] flushes what is left.
 
-use std::collections::HashMap;
-
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
@@ -36,6 +34,7 @@ pub struct TraceSettings {
     /// itself, appending `/v1/traces` for HTTP as the specification says).
     pub endpoint_from_config: bool,
     pub protocol: String,
+    /// The name to set; None when `OTEL_SERVICE_NAME` is set (the SDK reads it itself).
     pub service_name: Option<String>,
     pub sampler: Option<(String, Option<f64>)>,
 }
@@ -43,7 +42,7 @@ pub struct TraceSettings {
 impl TraceSettings {
     /// The environment wins over the configuration, so a deployment can redirect traces without
     /// editing the file.
-    pub fn resolve(cfg: &TelemetryConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub fn resolve(cfg: &TelemetryConfig, default_service: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
         let env_endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
         let endpoint_from_config = env_endpoint.is_none() && cfg.endpoint.is_some();
@@ -66,7 +65,10 @@ impl TraceSettings {
             endpoint: env_endpoint.or_else(|| cfg.endpoint.clone()),
             endpoint_from_config,
             protocol,
-            service_name: if env("OTEL_SERVICE_NAME").is_some() { None } else { cfg.service_name.clone() },
+            service_name: match env("OTEL_SERVICE_NAME") {
+                Some(_) => None,
+                None => Some(cfg.service_name.clone().unwrap_or_else(|| default_service.to_string())),
+            },
             sampler,
         })
     }
@@ -110,7 +112,7 @@ fn exporter(s: &TraceSettings) -> anyhow::Result<opentelemetry_otlp::SpanExporte
 /// Installs logging (`RUST_LOG` filters, default `info`; `json` or `text` on stderr) and, when an
 /// OTLP endpoint is configured, the trace exporter. Call it inside the Tokio runtime.
 pub fn init(log_format: &str, cfg: &TelemetryConfig, default_service: &str) -> anyhow::Result<Telemetry> {
-    let settings = TraceSettings::resolve(cfg, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let settings = TraceSettings::resolve(cfg, default_service, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,aws=warn,lapin=warn,opentelemetry=warn"))
@@ -123,9 +125,8 @@ pub fn init(log_format: &str, cfg: &TelemetryConfig, default_service: &str) -> a
         return Ok(Telemetry { provider: None });
     };
     let mut resource = opentelemetry_sdk::Resource::builder();
-    // OTEL_SERVICE_NAME, when set, is read by the resource builder itself.
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(settings.service_name.clone().unwrap_or_else(|| default_service.to_string()));
+    if let Some(name) = settings.service_name.clone() {
+        resource = resource.with_service_name(name);
     }
     let mut provider = SdkTracerProvider::builder().with_resource(resource.build()).with_batch_exporter(exporter(&settings)?);
     if let Some((name, arg)) = &settings.sampler {
@@ -206,15 +207,17 @@ pub fn record_error(span: &tracing::Span, error: &dyn std::fmt::Display) {
     span.set_status(opentelemetry::trace::Status::error(error.to_string()));
 }
 
-/// The trace headers as plain pairs, for logs and tests.
-pub fn header_pairs(headers: &FieldTable) -> HashMap<String, String> {
-    let x = HeaderExtractor(headers);
-    x.keys().into_iter().filter_map(|k| Some((k.to_string(), x.get(k)?.to_string()))).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    /// The trace headers as plain pairs.
+    fn header_pairs(headers: &FieldTable) -> HashMap<String, String> {
+        let x = HeaderExtractor(headers);
+        x.keys().into_iter().filter_map(|k| Some((k.to_string(), x.get(k)?.to_string()))).collect()
+    }
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
@@ -222,7 +225,7 @@ mod tests {
 
     #[test]
     fn nothing_is_exported_without_an_endpoint() {
-        let s = TraceSettings::resolve(&TelemetryConfig::default(), &env(&[])).unwrap();
+        let s = TraceSettings::resolve(&TelemetryConfig::default(), "svc", &env(&[])).unwrap();
         assert_eq!(s.endpoint, None);
         assert_eq!(s.protocol, "grpc");
     }
@@ -236,7 +239,7 @@ mod tests {
             sampler: Some("traceidratio".into()),
             sampler_arg: Some(0.5),
         };
-        let s = TraceSettings::resolve(&cfg, &env(&[])).unwrap();
+        let s = TraceSettings::resolve(&cfg, "svc", &env(&[])).unwrap();
         assert_eq!(s.endpoint.as_deref(), Some("http://file:4317"));
         assert!(s.endpoint_from_config);
         assert_eq!(s.service_name.as_deref(), Some("from-file"));
@@ -244,6 +247,7 @@ mod tests {
 
         let s = TraceSettings::resolve(
             &cfg,
+            "svc",
             &env(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
@@ -261,7 +265,7 @@ mod tests {
 
     #[test]
     fn an_unknown_protocol_is_named() {
-        let err = TraceSettings::resolve(&TelemetryConfig::default(), &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]))
+        let err = TraceSettings::resolve(&TelemetryConfig::default(), "svc", &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]))
             .unwrap_err();
         assert!(err.contains("\"http/json\""), "{err}");
     }

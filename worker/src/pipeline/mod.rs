@@ -379,13 +379,7 @@ impl Pipeline {
         let sha = crate::storage::sha256(&body);
         let span = tracing::debug_span!("manifest", key = %key, objects = manifest.objects.len(), rows = manifest.total_rows);
         let checksum = stage(&span, "upload", upload::upload(&*self.store, &key, body)).await?;
-        stage(&span, "verify", async {
-            match verify::verify(&*self.store, &key, size, &checksum, &sha).await? {
-                Verification::Verified => Ok(()),
-                other => Err(PipelineError::Verify(other.describe(&key))),
-            }
-        })
-        .await?;
+        stage(&span, "verify", self.verify_stored(&key, size, &checksum, &sha)).await?;
         drop(span);
         self.hooks.at(Point::ManifestWritten, item, -1).await?;
         if !cp.finish(item.id, &self.worker_id, &key).await? {
@@ -425,13 +419,7 @@ impl Pipeline {
         span.record("key", key.as_str());
         let checksum = stage(span, "upload", upload::upload(&*self.store, &key, batch.encoded.body.clone())).await?;
         self.hooks.at(Point::Uploaded, item, seq).await?;
-        stage(span, "verify", async {
-            match verify::verify(&*self.store, &key, size, &checksum, &batch.encoded.sha256).await? {
-                Verification::Verified => Ok(()),
-                other => Err(PipelineError::Verify(other.describe(&key))),
-            }
-        })
-        .await?;
+        stage(span, "verify", self.verify_stored(&key, size, &checksum, &batch.encoded.sha256)).await?;
         let record = BatchRecord {
             item_id: item.id,
             seq,
@@ -484,6 +472,14 @@ impl Pipeline {
             .when(PipelineError::is_retryable)
             .notify(|e, wait| tracing::warn!(key = %batch.object_key, error = %e, ?wait, "delete failed; retrying"))
             .await
+    }
+
+    /// The object just uploaded under `key` is there, whole; else a `Verify` error naming why.
+    async fn verify_stored(&self, key: &str, size: u64, checksum: &str, sha: &[u8; 32]) -> Result<(), PipelineError> {
+        match verify::verify(&*self.store, key, size, checksum, sha).await? {
+            Verification::Verified => Ok(()),
+            other => Err(PipelineError::Verify(other.describe(key))),
+        }
     }
 
     /// A recorded batch is finished only if its object is still there, whole.
