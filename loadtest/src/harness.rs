@@ -251,6 +251,24 @@ pub struct Correctness {
 }
 
 impl Correctness {
+    /// Counts one table: ids `1..=last` were inserted, `remaining` are still in it, `archived`
+    /// were read back from the store (duplicates included).
+    fn add(&mut self, last: i64, remaining: &HashSet<i64>, archived: Vec<i64>) {
+        let mut seen = HashSet::new();
+        for id in archived {
+            if !seen.insert(id) {
+                self.duplicated += 1;
+            }
+            if remaining.contains(&id) {
+                self.archived_and_remaining += 1;
+            }
+        }
+        self.inserted += last as u64;
+        self.archived += seen.len() as u64;
+        self.remaining += remaining.len() as u64;
+        self.lost += (1..=last).filter(|id| !remaining.contains(id) && !seen.contains(id)).count() as u64;
+    }
+
     pub fn ok(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.archived_and_remaining == 0 && self.eligible_left == 0
     }
@@ -280,23 +298,30 @@ pub async fn verify(env: &Env, config: &Path, tables: &[String]) -> anyhow::Resu
         let (last,): (i64,) = sqlx::query_as(&format!("SELECT last_value FROM {t}_id_seq")).fetch_one(&env.db.pool).await?;
         let remaining: HashSet<i64> =
             sqlx::query_as::<_, (i64,)>(&format!("SELECT id FROM {t}")).fetch_all(&env.db.pool).await?.into_iter().map(|r| r.0).collect();
-        let mut seen = HashSet::new();
-        for id in archived.remove(t).unwrap_or_default() {
-            if !seen.insert(id) {
-                c.duplicated += 1;
-            }
-            if remaining.contains(&id) {
-                c.archived_and_remaining += 1;
-            }
-        }
-        c.inserted += last as u64;
-        c.archived += seen.len() as u64;
-        c.remaining += remaining.len() as u64;
-        c.lost += (1..=last).filter(|id| !remaining.contains(id) && !seen.contains(id)).count() as u64;
+        c.add(last, &remaining, archived.remove(t).unwrap_or_default());
         c.eligible_left += env.eligible_left(t).await? as u64;
     }
     if let Some((t, ids)) = archived.into_iter().find(|(_, ids)| !ids.is_empty()) {
         bail!("the archive holds {} rows of a table the scenario did not create ({t:?})", ids.len());
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_wrong_row_is_counted() {
+        let mut c = Correctness::default();
+        // Ids 1..=6: 1, 2 archived; 3 archived twice; 4 archived and still there; 5 still there;
+        // 6 neither: lost.
+        c.add(6, &HashSet::from([4, 5]), vec![1, 2, 3, 3, 4]);
+        assert_eq!((c.inserted, c.archived, c.remaining), (6, 4, 2));
+        assert_eq!((c.lost, c.duplicated, c.archived_and_remaining), (1, 1, 1));
+        assert!(!c.ok());
+        let mut fine = Correctness::default();
+        fine.add(3, &HashSet::from([3]), vec![1, 2]);
+        assert!(fine.ok(), "{fine:?}");
+    }
 }
