@@ -7,10 +7,14 @@
 
 use std::time::Duration;
 
-use archiver_worker::config::{self, Config};
-use archiver_worker::{db, seed};
+use archiver_engine::config::{self, Config};
+use archiver_engine::source::db;
 
 pub const CONFIG: &str = include_str!("demo.yaml");
+/// The demo table (the embedded configuration names it).
+const TABLE_SQL: &str = include_str!("demo_table.sql");
+/// Its rows, spread over the last 365 days.
+const ROWS_SQL: &str = include_str!("demo_rows.sql");
 
 /// The embedded configuration, with `${VAR:-default}` resolved from the environment.
 pub fn config() -> Config {
@@ -37,11 +41,11 @@ pub async fn seed(config: &Config, rows: u64) -> anyhow::Result<()> {
     // The table is created anew, so earlier demo checkpoints describe rows that no longer exist.
     let schema = db::quote_ident(&config.checkpoint.schema);
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await?;
-    let t = &dbc.tables[0];
-    seed::create_audit_table(&pool, &t.schema, &t.name).await?;
-    seed::insert_rows(&pool, &t.schema, &t.name, rows, 365.0, 0.0).await?;
+    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS public.audit_log; {TABLE_SQL}")).execute(&pool).await?;
+    sqlx::query(ROWS_SQL).bind(rows as i64).execute(&pool).await?;
+    sqlx::query("ANALYZE public.audit_log").execute(&pool).await?;
     pool.close().await;
-    eprintln!("seeded {rows} rows into {}/{}.{} (created_at spread over 365 days)", dbc.name, t.schema, t.name);
+    eprintln!("seeded {rows} rows into {}/public.audit_log (created_at spread over 365 days)", dbc.name);
     Ok(())
 }
 

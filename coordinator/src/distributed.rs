@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use archiver_proto::WorkItem;
-use archiver_worker::config::Config;
-use archiver_worker::pipeline::checkpoint::{CheckpointStore, ItemRow};
-use archiver_worker::queue::Broker;
-use archiver_worker::setup::{self, Prepared, Scope};
+use archiver_engine::config::Config;
+use archiver_engine::checkpoint::{CheckpointStore, ItemRow, ItemState};
+use archiver_engine::queue::Broker;
+use archiver_engine::setup::{self, Prepared, Scope};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,7 @@ pub async fn reconcile(prepared: &Prepared, broker: &Broker, grace: Duration) ->
 
 /// How long a published item may stay pending, with no message waiting in the queues, before
 /// its message counts as lost: a few retry delays, at least 5 s.
-pub fn lost_message_grace(queue: &archiver_worker::config::QueueConfig) -> Duration {
+pub fn lost_message_grace(queue: &archiver_engine::config::QueueConfig) -> Duration {
     (queue.retry_delay.0 * 3).max(Duration::from_secs(5))
 }
 
@@ -159,7 +159,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
                 rows.push((labels[&r.id].clone(), r));
             }
         }
-        let finished = rows.iter().filter(|(_, r)| matches!(r.state.as_str(), "done" | "failed")).count();
+        let finished = rows.iter().filter(|(_, r)| matches!(r.state, ItemState::Done | ItemState::Failed)).count();
         bar.set_position(finished as u64);
         bar.set_message(format!("{} rows", rows.iter().map(|(_, r)| r.rows_archived).sum::<i64>()));
         if finished == planned.len() || shutdown.is_cancelled() {
@@ -171,19 +171,19 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
     broker.close().await;
     for (label, r) in rows {
         let t = summary.table(&label);
-        match r.state.as_str() {
-            "done" => {
+        match r.state {
+            ItemState::Done => {
                 t.items_done += 1;
                 t.rows += r.rows_archived;
                 t.bytes += r.bytes_archived;
                 t.objects += r.objects as i64;
                 t.rows_short += r.rows_short;
             }
-            "failed" => {
+            ItemState::Failed => {
                 t.items_failed += 1;
                 t.errors.push(format!("{}: {}", r.item().slug(), r.last_error.unwrap_or_default()));
             }
-            _ => t.items_not_run += 1,
+            ItemState::Pending | ItemState::Running => t.items_not_run += 1,
         }
     }
     // As in standalone mode: the tables this run deleted rows from, once their items ended.
@@ -284,11 +284,11 @@ pub async fn status(config: &Config, scope: &Scope) -> anyhow::Result<BTreeMap<S
         let mut st = TableStatus::default();
         if source.checkpoints.exists().await? {
             for row in source.checkpoints.items_of(&s.database, &s.schema, &s.table).await? {
-                match row.state.as_str() {
-                    "pending" => st.pending += 1,
-                    "running" => st.running += 1,
-                    "done" => st.done += 1,
-                    _ => {
+                match row.state {
+                    ItemState::Pending => st.pending += 1,
+                    ItemState::Running => st.running += 1,
+                    ItemState::Done => st.done += 1,
+                    ItemState::Failed => {
                         st.failed += 1;
                         st.failed_items.push(FailedItem {
                             id: row.id,

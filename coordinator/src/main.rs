@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use archiver_coordinator::standalone::{self, Outcome, RunOptions};
 use archiver_coordinator::{demo, distributed};
-use archiver_worker::config::{self, Config};
-use archiver_worker::setup::Scope;
-use archiver_worker::telemetry;
+use archiver_engine::config::{self, Config};
+use archiver_engine::setup::Scope;
+use archiver_engine::observe::telemetry;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -125,7 +125,7 @@ async fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     let shutdown = CancellationToken::new();
-    tokio::spawn(archiver_worker::shutdown_on_signals(shutdown.clone()));
+    tokio::spawn(archiver_engine::shutdown_on_signals(shutdown.clone()));
     let code = run(cli, config, shutdown).await;
     // Also after SIGTERM: the command returned at its safe point, its spans are still buffered.
     telemetry.shutdown().await;
@@ -143,10 +143,10 @@ async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> ExitCode 
     }
     let scope = |database: &Option<String>, table: &Option<String>| Scope { database: database.clone(), table: table.clone() };
     if let (Some(addr), Command::Run { database, table, .. }) = (cli.metrics_addr, &cli.command) {
-        match archiver_worker::setup::prepare(&config, &scope(database, table), false).await {
+        match archiver_engine::setup::prepare(&config, &scope(database, table), false).await {
             Ok(prepared) => {
-                let checks = archiver_worker::consumer::readiness(&prepared, config.queue.clone());
-                if let Err(e) = archiver_worker::observe::serve(addr, checks, shutdown.clone()).await {
+                let checks = archiver_engine::observe::readiness(&prepared, config.queue.clone());
+                if let Err(e) = archiver_engine::observe::serve(addr, checks, shutdown.clone()).await {
                     eprintln!("error: --metrics-addr {addr}: {e}");
                     return ExitCode::from(2);
                 }
@@ -205,8 +205,8 @@ async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> ExitCode 
         Command::Reconcile => {
             let run = async {
                 let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section in the configuration"))?;
-                let prepared = archiver_worker::setup::prepare(&config, &Scope::default(), true).await?;
-                let broker = archiver_worker::queue::Broker::connect(queue, "archiver-coordinator reconcile").await?;
+                let prepared = archiver_engine::setup::prepare(&config, &Scope::default(), true).await?;
+                let broker = archiver_engine::queue::Broker::connect(queue, "archiver-coordinator reconcile").await?;
                 let n = distributed::reconcile(&prepared, &broker, distributed::lost_message_grace(queue)).await?;
                 broker.close().await;
                 anyhow::Ok(n)

@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use archiver_proto::WorkItem;
-use archiver_worker::db::{qualified, quote_ident};
-use archiver_worker::pipeline::checkpoint::ItemRow;
-use archiver_worker::pipeline::Source;
-use archiver_worker::table::TableInfo;
+use archiver_engine::source::db::{qualified, quote_ident};
+use archiver_engine::checkpoint::ItemRow;
+use archiver_engine::source::Source;
+use archiver_engine::source::table::TableInfo;
 use chrono::{DateTime, TimeZone, Utc};
 
 /// What planning found for one table.
@@ -37,7 +37,7 @@ impl TablePlan {
 
 /// The retention cutoff by the database's clock.
 pub async fn cutoff(source: &Source, retention_days: u32) -> Result<DateTime<Utc>, sqlx::Error> {
-    archiver_worker::table::cutoff(&source.pool, retention_days).await
+    archiver_engine::source::table::cutoff(&source.pool, retention_days).await
 }
 
 /// Rows older than the cutoff (NULL timestamps excluded).
@@ -56,8 +56,8 @@ pub async fn eligible_rows(source: &Source, info: &TableInfo, cutoff: DateTime<U
 
 /// Sets `archiver_rows_eligible` of every table in scope, if metrics are recorded (the count
 /// costs a scan of the timestamp index, so it is skipped otherwise).
-pub async fn report_eligible(prepared: &archiver_worker::setup::Prepared) {
-    if !archiver_worker::observe::recording() {
+pub async fn report_eligible(prepared: &archiver_engine::setup::Prepared) {
+    if !archiver_engine::observe::recording() {
         return;
     }
     for info in &prepared.tables {
@@ -65,7 +65,7 @@ pub async fn report_eligible(prepared: &archiver_worker::setup::Prepared) {
         let source = &prepared.sources[&s.database];
         let counted = async { eligible_rows(source, info, cutoff(source, s.retention_days).await?).await }.await;
         match counted {
-            Ok(n) => metrics::gauge!(archiver_worker::observe::names::ROWS_ELIGIBLE, "database" => s.database.clone(), "table" => s.table.clone())
+            Ok(n) => metrics::gauge!(archiver_engine::observe::names::ROWS_ELIGIBLE, "database" => s.database.clone(), "table" => s.table.clone())
                 .set(n as f64),
             Err(e) => tracing::warn!(table = %info.label(), error = %e, "cannot count the eligible rows"),
         }

@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use archiver_proto::WorkItem;
-use archiver_worker::config::{Config, VacuumType};
-use archiver_worker::db::qualified;
-use archiver_worker::pipeline::{Hooks, NoHooks, Pipeline, PipelineError, Progress};
-use archiver_worker::setup::{self, Scope};
+use archiver_proto::{ItemState, WorkItem};
+use archiver_engine::config::{Config, VacuumType};
+use archiver_engine::source::db::qualified;
+use archiver_engine::pipeline::{Hooks, NoHooks, Pipeline, PipelineError, Progress};
+use archiver_engine::setup::{self, Scope};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -45,7 +45,7 @@ impl Default for RunOptions {
     }
 }
 
-pub use archiver_worker::default_worker_id;
+pub use archiver_engine::default_worker_id;
 
 /// What a dry run found for one table.
 #[derive(Debug)]
@@ -92,7 +92,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
         queue.extend(p.items().cloned());
     }
     let total_items = queue.len() as u64;
-    let pipeline = Arc::new(Pipeline::new(&prepared, config, opts.worker_id.clone(), opts.hooks.clone(), false));
+    let pipeline = Arc::new(Pipeline::new(&prepared, config, opts.worker_id.clone(), false).with_hooks(opts.hooks.clone()));
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(opts.progress, total_items);
     let ticker = {
@@ -122,7 +122,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
                     summary.lock().expect("summary lock").table(&label).items_not_run += 1;
                     continue;
                 }
-                let span = archiver_worker::pipeline::item_span(&item, &pipeline.worker_id);
+                let span = archiver_engine::pipeline::item_span(&item, &pipeline.worker_id);
                 let result = pipeline.run_item(item.id, &item.database, &shutdown, &progress).instrument(span).await;
                 let done_elsewhere = match &result {
                     Ok(None) => pipeline.sources[&item.database]
@@ -131,7 +131,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
                         .await
                         .ok()
                         .flatten()
-                        .is_some_and(|r| r.state == "done"),
+                        .is_some_and(|r| r.state == ItemState::Done),
                     _ => false,
                 };
                 record(&mut summary.lock().expect("summary lock"), &item, result, done_elsewhere);
@@ -157,7 +157,7 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
 fn record(
     summary: &mut Summary,
     item: &WorkItem,
-    result: Result<Option<archiver_worker::pipeline::ItemReport>, PipelineError>,
+    result: Result<Option<archiver_engine::pipeline::ItemReport>, PipelineError>,
     done_elsewhere: bool,
 ) {
     let label = item.table_label();
@@ -172,10 +172,10 @@ fn record(
             t.errors.push(format!("{}: held by another live worker (or done meanwhile); not run", item.slug()));
         }
         Err(PipelineError::Cancelled) => summary.table(&label).items_not_run += 1,
-        Err(PipelineError::Crashed(p)) => {
+        Err(e) if e.is_injected_crash() => {
             let t = summary.table(&label);
             t.items_not_run += 1;
-            t.errors.push(format!("{}: crash injected at {p:?}", item.slug()));
+            t.errors.push(format!("{}: {e}", item.slug()));
         }
         Err(e) => {
             let t = summary.table(&label);
@@ -201,7 +201,7 @@ pub fn progress_bar(wanted: bool, total: u64) -> ProgressBar {
 
 /// VACUUM / ANALYZE the tables rows were deleted from, as configured.
 pub(crate) async fn vacuum(prepared: &setup::Prepared, summary: &Summary) {
-    let by_label: HashMap<String, &Arc<archiver_worker::table::TableInfo>> =
+    let by_label: HashMap<String, &Arc<archiver_engine::source::table::TableInfo>> =
         prepared.tables.iter().map(|t| (t.label(), t)).collect();
     for (label, totals) in &summary.tables {
         let Some(info) = by_label.get(label) else { continue };

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use archiver_worker::pipeline::ItemReport;
+use archiver_engine::pipeline::ItemReport;
 
 #[derive(Debug, Default, Clone)]
 pub struct TableTotals {

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use archiver_coordinator::distributed::{self, RunOptions as DistOptions};
 use archiver_coordinator::summary::Summary;
 use archiver_testkit::{S3Server, TestDb};
-use archiver_worker::config::Config;
+use archiver_engine::config::Config;
 use archiver_worker::consumer::{self, WorkerOptions};
-use archiver_worker::queue::Broker;
-use archiver_worker::setup::Scope;
+use archiver_engine::queue::Broker;
+use archiver_engine::setup::Scope;
 use common::*;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};
@@ -78,7 +78,7 @@ fn spawn_worker(config: &Config, shutdown: &CancellationToken) -> tokio::task::J
     let opts = WorkerOptions {
         concurrency: 2,
         shutdown_grace: Duration::from_secs(30),
-        ..WorkerOptions::new(archiver_worker::default_worker_id())
+        ..WorkerOptions::new(archiver_engine::default_worker_id())
     };
     tokio::spawn(consumer::run(config, opts, shutdown.child_token()))
 }
@@ -107,8 +107,8 @@ const TWO_TABLES: &str = "      - name: audit_a\n        timestamp_column: creat
 
 async fn seed_two(db: &TestDb, rows: u64) {
     for t in ["audit_a", "audit_b"] {
-        archiver_worker::seed::create_audit_table(&db.pool, "public", t).await.unwrap();
-        archiver_worker::seed::insert_rows(&db.pool, "public", t, rows, 200.0, 0.0).await.unwrap();
+        archiver_testkit::seed::create_audit_table(&db.pool, "public", t).await.unwrap();
+        archiver_testkit::seed::insert_rows(&db.pool, "public", t, rows, 200.0, 0.0).await.unwrap();
     }
 }
 
@@ -135,7 +135,7 @@ async fn several_workers_archive_several_tables_exactly_once() {
 }
 
 async fn archived_rows_of(
-    store: &dyn archiver_worker::storage::ObjectStore,
+    store: &dyn archiver_engine::storage::ObjectStore,
     table: &str,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
     let mut out = std::collections::BTreeMap::new();
@@ -674,7 +674,7 @@ async fn one_trace_per_item_from_coordinator_to_worker_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_reports_rows_eligible() {
     let _broker = BROKER.read().await;
-    let metrics = archiver_worker::observe::install_recorder();
+    let metrics = archiver_engine::observe::install_recorder();
     let env = Env::new().await;
     seeded(&env.db, 1_000).await;
     let config = env.config("  range_interval: 4000d", AUDIT_TABLE);

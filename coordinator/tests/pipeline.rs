@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use archiver_coordinator::standalone::{self, Outcome, RunOptions};
 use archiver_testkit::TestDb;
-use archiver_worker::pipeline::{Hooks, PipelineError, Point};
+use archiver_engine::pipeline::{Hooks, PipelineError, Point};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use common::*;
@@ -65,7 +65,7 @@ async fn archives_every_old_row_exactly_once_and_nothing_else() {
         assert_eq!(m.columns.len(), 11);
         for o in &m.objects {
             let body = store.get(&o.key).await.unwrap().expect("manifest names an existing object");
-            assert_eq!(hex(&archiver_worker::storage::sha256(&body)), o.sha256);
+            assert_eq!(hex(&archiver_engine::storage::sha256(&body)), o.sha256);
             assert_eq!(body.len() as i64, o.bytes);
             listed += o.rows;
         }
@@ -73,7 +73,7 @@ async fn archives_every_old_row_exactly_once_and_nothing_else() {
     assert_eq!(listed, archived.len() as i64);
 }
 
-async fn archived_objects(store: &dyn archiver_worker::storage::ObjectStore) -> Vec<(String, Vec<serde_json::Value>)> {
+async fn archived_objects(store: &dyn archiver_engine::storage::ObjectStore) -> Vec<(String, Vec<serde_json::Value>)> {
     archived(store).await
 }
 
@@ -475,7 +475,7 @@ async fn gzip_to_a_local_directory_with_a_separate_checkpoint_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_to_back_runs_never_overwrite_each_others_objects() {
     let db = TestDb::new().await;
-    archiver_worker::seed::create_audit_table(&db.pool, "public", "audit_log").await.unwrap();
+    archiver_testkit::seed::create_audit_table(&db.pool, "public", "audit_log").await.unwrap();
     // Rows every 5 ms around the cutoff, so every run finds a few newly eligible rows in a last
     // range that ends within the same second as the previous run's.
     sqlx::query(
@@ -599,7 +599,7 @@ async fn checkpoint_schema_versions_are_recorded_and_a_newer_store_is_refused() 
     assert_eq!(versions, [(archiver_proto::checkpoint_schema::VERSION,)]);
 
     // Newer rows arrive; a newer archiver has upgraded the store meanwhile.
-    archiver_worker::seed::append_rows(&db.pool, "public", "audit_log", 500, 120.0, 100.0).await.unwrap();
+    archiver_testkit::seed::append_rows(&db.pool, "public", "audit_log", 500, 120.0, 100.0).await.unwrap();
     sqlx::query("INSERT INTO archiver.schema_version VALUES (99)").execute(&db.pool).await.unwrap();
     let before = snapshot(&db, "audit_log").await;
     let (items_before,): (i64,) = sqlx::query_as("SELECT count(*) FROM archiver.work_items").fetch_one(&db.pool).await.unwrap();

@@ -45,13 +45,13 @@ pub async fn distributed(
     }
     let (db, s3) = tokio::join!(TestDb::new(), S3Server::start());
     eprintln!("seeding {rows} rows twice into {} ...", db.name);
-    archiver_worker::seed::create_audit_table(&db.pool, "public", "audit_standalone").await?;
-    archiver_worker::seed::insert_rows(&db.pool, "public", "audit_standalone", rows, 91.0 + days, 91.0).await?;
+    archiver_testkit::seed::create_audit_table(&db.pool, "public", "audit_standalone").await?;
+    archiver_testkit::seed::insert_rows(&db.pool, "public", "audit_standalone", rows, 91.0 + days, 91.0).await?;
     sqlx::query("CREATE TABLE audit_distributed (LIKE audit_standalone INCLUDING ALL)").execute(&db.pool).await?;
     sqlx::query("INSERT INTO audit_distributed SELECT * FROM audit_standalone").execute(&db.pool).await?;
     // One row per hour for `items` hours: one item per hour with `range_interval: 1h`.
-    archiver_worker::seed::create_audit_table(&db.pool, "public", "audit_publish").await?;
-    archiver_worker::seed::insert_rows(&db.pool, "public", "audit_publish", items, 91.0 + items as f64 / 24.0, 91.0).await?;
+    archiver_testkit::seed::create_audit_table(&db.pool, "public", "audit_publish").await?;
+    archiver_testkit::seed::insert_rows(&db.pool, "public", "audit_publish", items, 91.0 + items as f64 / 24.0, 91.0).await?;
     for t in ["audit_standalone", "audit_distributed"] {
         sqlx::query(&format!("VACUUM ANALYZE {t}")).execute(&db.pool).await?;
     }

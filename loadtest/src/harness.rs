@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use archiver_proto::Compression;
 use archiver_testkit::{S3Server, TestDb};
-use archiver_worker::pipeline::encode;
+use archiver_engine::pipeline::encode;
 use serde::Serialize;
 
 /// Where archived objects go.
@@ -276,8 +276,8 @@ impl Correctness {
 
 /// Reads back every archived object of `tables` and checks each id of each table.
 pub async fn verify(env: &Env, config: &Path, tables: &[String]) -> anyhow::Result<Correctness> {
-    let cfg = archiver_worker::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?.config;
-    let store = archiver_worker::storage::open(&cfg).await?;
+    let cfg = archiver_engine::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?.config;
+    let store = archiver_engine::storage::open(&cfg).await?;
     let mut archived: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for key in store.list("").await? {
         if key.contains("/_manifests/") {

@@ -34,11 +34,11 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 async fn seed_table(pool: &PgPool, table: &str, rows: u64, oldest: f64, newest: f64, wide: bool) -> anyhow::Result<()> {
-    archiver_worker::seed::create_audit_table(pool, "public", table).await?;
+    archiver_testkit::seed::create_audit_table(pool, "public", table).await?;
     if wide {
-        archiver_worker::seed::widen(pool, "public", table).await?;
+        archiver_testkit::seed::widen(pool, "public", table).await?;
     }
-    archiver_worker::seed::insert_rows(pool, "public", table, rows, oldest, newest).await?;
+    archiver_testkit::seed::insert_rows(pool, "public", table, rows, oldest, newest).await?;
     Ok(())
 }
 
@@ -67,7 +67,7 @@ fn spawn_inserter(
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => break,
             }
-            total += archiver_worker::seed::append_rows(&pool, "public", &table, rate, oldest, newest).await?;
+            total += archiver_testkit::seed::append_rows(&pool, "public", &table, rate, oldest, newest).await?;
         }
         Ok(total)
     })
@@ -130,7 +130,7 @@ pub async fn seed(a: SeedArgs) -> anyhow::Result<()> {
     let exists: Option<(i32,)> =
         sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1").bind(&a.database).fetch_optional(&admin).await?;
     if exists.is_none() {
-        sqlx::query(&format!("CREATE DATABASE {}", archiver_worker::db::quote_ident(&a.database))).execute(&admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {}", archiver_engine::source::db::quote_ident(&a.database))).execute(&admin).await?;
     }
     let pool = pool_for(&a.database, 4);
     let t = Instant::now();
@@ -201,7 +201,7 @@ pub async fn sustained(a: SustainedArgs, common: Common) -> anyhow::Result<Repor
     let table = "audit_sustained".to_string();
     eprintln!("seeding {} rows ...", a.rows);
     seed_table(&env.db.pool, &table, a.rows, 91.0 + days_for(a.rows, a.batch_size), 91.0, false).await?;
-    archiver_worker::seed::append_rows(&env.db.pool, "public", &table, a.rows / 10, 89.0, 0.0).await?;
+    archiver_testkit::seed::append_rows(&env.db.pool, "public", &table, a.rows / 10, 89.0, 0.0).await?;
     let defaults = [format!("batch_size: {}", a.batch_size)];
     let config = env.config("config.yaml", std::slice::from_ref(&table), &defaults, true)?;
     let port = free_port();
@@ -599,7 +599,7 @@ pub async fn pool_stability(a: PoolArgs, common: Common) -> anyhow::Result<Repor
     for run in 0..a.runs {
         // Each run's rows on days of their own, so each run plans new items.
         let oldest = 92.0 + run as f64 * 2.0;
-        archiver_worker::seed::append_rows(&env.db.pool, "public", &table, a.rows, oldest + 1.5, oldest).await?;
+        archiver_testkit::seed::append_rows(&env.db.pool, "public", &table, a.rows, oldest + 1.5, oldest).await?;
         let (e, c) = (env.clone(), config.clone());
         if let Err(e) = tokio::task::spawn_blocking(move || e.run_coordinator(&c, &["run", "--wait"])).await? {
             eprintln!("run {}: {e:#}", run + 1);
@@ -715,7 +715,7 @@ pub async fn db_impact(a: DbImpactArgs, common: Common) -> anyhow::Result<Report
     let table = "audit_impact".to_string();
     eprintln!("seeding {} rows ...", a.rows);
     seed_table(&env.db.pool, &table, a.rows, 91.0 + days_for(a.rows, a.batch_size), 91.0, false).await?;
-    archiver_worker::seed::insert_rows(&env.db.pool, "public", &table, a.rows / 5, 89.0, 0.0).await?;
+    archiver_testkit::seed::insert_rows(&env.db.pool, "public", &table, a.rows / 5, 89.0, 0.0).await?;
     sqlx::query("VACUUM ANALYZE audit_impact").execute(&env.db.pool).await?;
     sqlx::query("CHECKPOINT").execute(&env.db.pool).await?;
     let mut defaults = vec![format!("batch_size: {}", a.batch_size)];

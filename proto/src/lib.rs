@@ -67,6 +67,8 @@ pub enum ItemState {
 }
 
 impl ItemState {
+    pub const ALL: [ItemState; 4] = [ItemState::Pending, ItemState::Running, ItemState::Done, ItemState::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ItemState::Pending => "pending",
@@ -77,13 +79,62 @@ impl ItemState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => ItemState::Pending,
-            "running" => ItemState::Running,
-            "done" => ItemState::Done,
-            "failed" => ItemState::Failed,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// Where a batch stands in the checkpoint store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchState {
+    /// Its object is stored and verified, and its keys and row versions are recorded; its rows
+    /// may not be deleted yet.
+    Uploaded,
+    /// Its rows were deleted (the count is recorded); the keys are dropped.
+    Deleted,
+}
+
+impl BatchState {
+    pub const ALL: [BatchState; 2] = [BatchState::Uploaded, BatchState::Deleted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Uploaded => "uploaded",
+            BatchState::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A state column held a value this release does not know: an error, never taken for "failed".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownState {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+impl std::fmt::Display for UnknownState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown {} state {:?} in the checkpoint store (written by a newer archiver, or edited by hand)", self.kind, self.value)
+    }
+}
+
+impl std::error::Error for UnknownState {}
+
+impl TryFrom<String> for ItemState {
+    type Error = UnknownState;
+    fn try_from(value: String) -> Result<Self, UnknownState> {
+        ItemState::parse(&value).ok_or(UnknownState { kind: "work item", value })
+    }
+}
+
+impl TryFrom<String> for BatchState {
+    type Error = UnknownState;
+    fn try_from(value: String) -> Result<Self, UnknownState> {
+        BatchState::parse(&value).ok_or(UnknownState { kind: "batch", value })
     }
 }
 
@@ -131,9 +182,14 @@ mod tests {
 
     #[test]
     fn state_names_round_trip() {
-        for s in [ItemState::Pending, ItemState::Running, ItemState::Done, ItemState::Failed] {
-            assert_eq!(ItemState::parse(s.as_str()), Some(s));
+        for s in ItemState::ALL {
+            assert_eq!(ItemState::try_from(s.as_str().to_string()), Ok(s));
         }
-        assert_eq!(ItemState::parse("finished"), None);
+        for s in BatchState::ALL {
+            assert_eq!(BatchState::try_from(s.as_str().to_string()), Ok(s));
+        }
+        let e = ItemState::try_from("finished".to_string()).unwrap_err();
+        assert!(e.to_string().contains("\"finished\""), "{e}");
+        assert!(BatchState::try_from("Uploaded".to_string()).is_err());
     }
 }

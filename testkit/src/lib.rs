@@ -12,6 +12,18 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+pub mod seed;
+
+/// `"name"`, with embedded quotes doubled (test data has no hostile names, but stay correct).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
 pub fn pg_host() -> String {
     std::env::var("PGHOST").unwrap_or_else(|_| "127.0.0.1".into())
 }

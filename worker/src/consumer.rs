@@ -23,10 +23,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{Config, QueueConfig};
-use crate::pipeline::{Hooks, NoHooks, Pipeline, PipelineError, Progress};
-use crate::queue::Broker;
-use crate::setup::{self, Scope};
+use archiver_engine::config::{Config, QueueConfig};
+use archiver_engine::pipeline::{Hooks, NoHooks, Pipeline, PipelineError, Progress};
+use archiver_engine::queue::Broker;
+use archiver_engine::setup::{self, Scope};
 
 pub struct WorkerOptions {
     /// Items processed at once; also the prefetch count.
@@ -76,9 +76,9 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
     // Fail fast on an unreachable broker too; later losses are retried.
     Broker::connect(&queue, &format!("archiver-worker {} (check)", opts.worker_id)).await?.close().await;
     if let Some(addr) = opts.metrics_addr {
-        crate::observe::serve(addr, readiness(&prepared, Some(queue.clone())), shutdown.clone()).await?;
+        archiver_engine::observe::serve(addr, archiver_engine::observe::readiness(&prepared, Some(queue.clone())), shutdown.clone()).await?;
     }
-    let pipeline = Pipeline::new(&prepared, &config, opts.worker_id.clone(), opts.hooks.clone(), true);
+    let pipeline = Pipeline::new(&prepared, &config, opts.worker_id.clone(), true).with_hooks(opts.hooks.clone());
     let shared = Arc::new(Shared {
         allow: pipeline.tables.keys().cloned().collect(),
         pipeline,
@@ -158,34 +158,6 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
     Ok(())
 }
 
-/// `/readyz` checks: every source database, the object store, and the broker if any.
-pub fn readiness(prepared: &setup::Prepared, queue: Option<QueueConfig>) -> crate::observe::Readiness {
-    let pools: Vec<(String, sqlx::PgPool)> = prepared.sources.iter().map(|(n, s)| (n.clone(), s.pool.clone())).collect();
-    let store = prepared.store.clone();
-    Arc::new(move || {
-        let (pools, store, queue) = (pools.clone(), store.clone(), queue.clone());
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for (name, pool) in &pools {
-                let r = sqlx::query("SELECT 1").execute(pool).await.map(drop).map_err(|e| e.to_string());
-                out.push((format!("database {name}"), r));
-            }
-            out.push(("object store".to_string(), store.check().await.map_err(|e| e.to_string())));
-            if let Some(q) = queue {
-                let r = match Broker::connect(&q, "archiver readiness check").await {
-                    Ok(b) => {
-                        b.close().await;
-                        Ok(())
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                out.push(("broker".to_string(), r));
-            }
-            out
-        })
-    })
-}
-
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -214,7 +186,7 @@ fn headers(d: &Delivery) -> FieldTable {
 
 async fn dead_letter(broker: &Broker, d: &Delivery, reason: &str) {
     tracing::warn!(reason, "dead-lettering a message");
-    crate::telemetry::record_error(&tracing::Span::current(), &reason);
+    archiver_engine::observe::telemetry::record_error(&tracing::Span::current(), &reason);
     match broker.dead_letter(&d.data, headers(d), reason).await {
         Ok(()) => ack(d).await,
         Err(e) => {
@@ -240,8 +212,8 @@ async fn handle(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery) {
         Err(reason) => return dead_letter(&broker, &d, &reason).await,
     };
     // The item's trace began when the coordinator published it.
-    let span = crate::pipeline::item_span(&item, &shared.pipeline.worker_id);
-    crate::telemetry::continue_trace(&span, &headers(&d));
+    let span = archiver_engine::pipeline::item_span(&item, &shared.pipeline.worker_id);
+    archiver_engine::observe::telemetry::continue_trace(&span, &headers(&d));
     span.in_scope(|| tracing::debug!(redelivered = d.redelivered, "received"));
     handle_item(shared, broker, d, item).instrument(span).await
 }
@@ -264,7 +236,7 @@ async fn handle_item(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery, item
     }
     // The retention window may have been raised since the item was planned.
     let info = &shared.pipeline.tables[&key];
-    match crate::table::cutoff(&shared.pipeline.sources[&item.database].pool, info.settings.retention_days).await {
+    match archiver_engine::source::table::cutoff(&shared.pipeline.sources[&item.database].pool, info.settings.retention_days).await {
         Ok(cutoff) if item.range_end > cutoff => {
             let reason = format!("range ends {} after the retention cutoff {cutoff}", item.range_end);
             return dead_letter(&broker, &d, &reason).await;
@@ -281,7 +253,7 @@ async fn handle_item(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery, item
     match result {
         Ok(Some(_)) => ack(&d).await,
         Ok(None) => match cp.item(item.id).await {
-            Ok(Some(row)) if row.state() == Some(ItemState::Done) => ack(&d).await,
+            Ok(Some(row)) if row.state == ItemState::Done => ack(&d).await,
             // Held by another worker's live lease: come back later, in case that worker dies.
             _ => retry_later(&shared, &broker, &d).await,
         },
@@ -289,7 +261,7 @@ async fn handle_item(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery, item
         // Someone else owns the item now.
         Err(PipelineError::LeaseLost) => ack(&d).await,
         // Test-only crash emulation: leave the message unacknowledged, as a dead process would.
-        Err(PipelineError::Crashed(_)) => {}
+        Err(e) if e.is_injected_crash() => {}
         // Retryable: the pipeline handed the item back (pending); retry it later, or give up.
         Err(e) if e.is_retryable() => {
             let attempts = cp.item(item.id).await.ok().flatten().map(|r| r.attempts);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use archiver_worker::consumer::{self, WorkerOptions};
-use archiver_worker::telemetry;
+use archiver_engine::observe::telemetry;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +32,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match archiver_worker::config::load(&cli.config) {
+    let loaded = match archiver_engine::config::load(&cli.config) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
@@ -50,8 +50,8 @@ async fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     let shutdown = CancellationToken::new();
-    tokio::spawn(archiver_worker::shutdown_on_signals(shutdown.clone()));
-    let mut opts = WorkerOptions::new(archiver_worker::default_worker_id());
+    tokio::spawn(archiver_engine::shutdown_on_signals(shutdown.clone()));
+    let mut opts = WorkerOptions::new(archiver_engine::default_worker_id());
     opts.concurrency = cli.concurrency.max(1);
     opts.shutdown_grace = Duration::from_secs(cli.shutdown_grace);
     opts.metrics_addr = cli.metrics_addr;

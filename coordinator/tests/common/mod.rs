@@ -9,9 +9,9 @@ use archiver_coordinator::standalone::{self, Outcome, RunOptions};
 use archiver_coordinator::summary::Summary;
 use archiver_proto::{manifest::Manifest, Compression, WorkItem};
 use archiver_testkit::{S3Server, TestDb};
-use archiver_worker::config::{self, Config};
-use archiver_worker::pipeline::{encode, Hooks, PipelineError, Point};
-use archiver_worker::storage::{self, ObjectStore};
+use archiver_engine::config::{self, Config};
+use archiver_engine::pipeline::{encode, Hooks, PipelineError, Point};
+use archiver_engine::storage::{self, ObjectStore};
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -139,8 +139,8 @@ pub async fn open_store(config: &Config) -> Arc<dyn ObjectStore> {
 }
 
 pub async fn seeded(db: &TestDb, rows: u64) {
-    archiver_worker::seed::create_audit_table(&db.pool, "public", "audit_log").await.unwrap();
-    archiver_worker::seed::insert_rows(&db.pool, "public", "audit_log", rows, 200.0, 0.0).await.unwrap();
+    archiver_testkit::seed::create_audit_table(&db.pool, "public", "audit_log").await.unwrap();
+    archiver_testkit::seed::insert_rows(&db.pool, "public", "audit_log", rows, 200.0, 0.0).await.unwrap();
 }
 
 /// The keys of a store with their checksums.
@@ -204,7 +204,7 @@ pub const VACUUM_TABLES: &str = "      - name: audit_vacuumed\n        timestamp
 
 pub async fn seed_vacuum_tables(db: &TestDb, rows: u64) {
     for t in ["audit_vacuumed", "audit_plain"] {
-        archiver_worker::seed::create_audit_table(&db.pool, "public", t).await.unwrap();
-        archiver_worker::seed::insert_rows(&db.pool, "public", t, rows, 200.0, 0.0).await.unwrap();
+        archiver_testkit::seed::create_audit_table(&db.pool, "public", t).await.unwrap();
+        archiver_testkit::seed::insert_rows(&db.pool, "public", t, rows, 200.0, 0.0).await.unwrap();
     }
 }

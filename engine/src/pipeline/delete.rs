@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::checkpoint::{BatchRecord, CheckpointStore};
+use crate::checkpoint::{BatchRecord, CheckpointStore};
 use super::extract::TableSql;
 use super::PipelineError;
 

@@ -885,7 +885,7 @@ mod tests {
 
     #[test]
     fn predecessor_example_loads_with_one_warning_naming_ignored_keys() {
-        let text = include_str!("../tests/data/predecessor-config-simple.yaml");
+        let text = include_str!("../../tests/data/predecessor-config-simple.yaml");
         let loaded = parse("simple.yaml", text, &env_none).expect("the predecessor's example loads");
         let c = &loaded.config;
         let s3 = c.s3.as_ref().unwrap();

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use archiver_testkit::S3Server;
-use archiver_worker::config::{self, S3Config};
-use archiver_worker::storage::{LocalStore, ObjectStore, S3Store, StorageError};
+use archiver_engine::config::{self, S3Config};
+use archiver_engine::storage::{LocalStore, ObjectStore, S3Store, StorageError};
 use base64::Engine;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -394,7 +394,7 @@ async fn delete(b: &Backend<'_>) {
 /// reports a stale single-part checksum when a multipart upload replaces a single-part object
 /// under the same key; that case fails verification safely, and is left out here.)
 async fn large(b: &Backend<'_>) {
-    use archiver_worker::pipeline::verify::{verify, Verification};
+    use archiver_engine::pipeline::verify::{verify, Verification};
     let n = b.name;
     for (i, seed) in [40u64, 42].into_iter().enumerate() {
         let key = format!("lg/big{i}.jsonl.zst");
@@ -407,9 +407,9 @@ async fn large(b: &Backend<'_>) {
             assert_eq!(stated, &c, "[{n}] head {key}: a stated checksum must be the one put returned");
         }
         assert!(b.store.get(&key).await.unwrap().unwrap() == big, "[{n}] get {key}: bytes differ");
-        let sha = archiver_worker::storage::sha256(&big);
+        let sha = archiver_engine::storage::sha256(&big);
         assert_eq!(verify(b.store, &key, big.len() as u64, &c, &sha).await.unwrap(), Verification::Verified);
-        let other = archiver_worker::storage::sha256(b"something else");
+        let other = archiver_engine::storage::sha256(b"something else");
         let wrong = format!("{}x", &c[..c.len() - 1]);
         assert_ne!(
             verify(b.store, &key, big.len() as u64, &wrong, &other).await.unwrap(),

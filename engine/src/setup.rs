@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, TableSettings};
-use crate::db;
-use crate::pipeline::checkpoint::CheckpointStore;
-use crate::pipeline::Source;
+use crate::source::db;
+use crate::checkpoint::CheckpointStore;
+use crate::source::Source;
 use crate::storage::{self, ObjectStore};
-use crate::table::TableInfo;
+use crate::source::table::TableInfo;
 
 /// Which tables a command acts on.
 #[derive(Debug, Clone, Default)]

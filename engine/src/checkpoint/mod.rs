@@ -7,12 +7,15 @@
 
 use std::time::Duration;
 
-use archiver_proto::{checkpoint_schema, ItemState, WorkItem};
+use archiver_proto::{checkpoint_schema, WorkItem};
+
+pub use archiver_proto::{BatchState, ItemState};
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{PgPool, Postgres};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgPool, Postgres, Row};
 
 /// One uploaded object as recorded before its rows are deleted.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct BatchRecord {
     pub item_id: i64,
     pub seq: i32,
@@ -31,12 +34,12 @@ pub struct BatchRecord {
     pub pks: String,
     /// Their row versions (`xmin`) in the same order.
     pub xmins: String,
-    pub state: String,
+    pub state: BatchState,
     pub deleted_count: Option<i64>,
 }
 
 /// A row of `work_items` with its progress.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ItemRow {
     pub id: i64,
     pub database: String,
@@ -45,7 +48,7 @@ pub struct ItemRow {
     pub range_start: DateTime<Utc>,
     pub range_end: DateTime<Utc>,
     pub generation: i32,
-    pub state: String,
+    pub state: ItemState,
     pub lease_owner: Option<String>,
     pub lease_until: Option<DateTime<Utc>>,
     pub attempts: i32,
@@ -68,9 +71,58 @@ impl ItemRow {
             generation: self.generation,
         }
     }
+}
 
-    pub fn state(&self) -> Option<ItemState> {
-        ItemState::parse(&self.state)
+/// A state column: a value this release does not know is a decode error naming it, never a guess.
+fn state<T: TryFrom<String, Error = archiver_proto::UnknownState>>(row: &PgRow, column: &str) -> Result<T, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    T::try_from(text).map_err(|e| sqlx::Error::ColumnDecode { index: column.to_string(), source: Box::new(e) })
+}
+
+impl<'r> FromRow<'r, PgRow> for ItemRow {
+    fn from_row(r: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(ItemRow {
+            id: r.try_get("id")?,
+            database: r.try_get("database")?,
+            schema_name: r.try_get("schema_name")?,
+            table_name: r.try_get("table_name")?,
+            range_start: r.try_get("range_start")?,
+            range_end: r.try_get("range_end")?,
+            generation: r.try_get("generation")?,
+            state: state(r, "state")?,
+            lease_owner: r.try_get("lease_owner")?,
+            lease_until: r.try_get("lease_until")?,
+            attempts: r.try_get("attempts")?,
+            last_error: r.try_get("last_error")?,
+            rows_archived: r.try_get("rows_archived")?,
+            bytes_archived: r.try_get("bytes_archived")?,
+            objects: r.try_get("objects")?,
+            rows_short: r.try_get("rows_short")?,
+        })
+    }
+}
+
+impl<'r> FromRow<'r, PgRow> for BatchRecord {
+    fn from_row(r: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(BatchRecord {
+            item_id: r.try_get("item_id")?,
+            seq: r.try_get("seq")?,
+            object_key: r.try_get("object_key")?,
+            row_count: r.try_get("row_count")?,
+            byte_size: r.try_get("byte_size")?,
+            sha256: r.try_get("sha256")?,
+            store_checksum: r.try_get("store_checksum")?,
+            first_ts: r.try_get("first_ts")?,
+            first_pk: r.try_get("first_pk")?,
+            last_ts: r.try_get("last_ts")?,
+            last_pk: r.try_get("last_pk")?,
+            day: r.try_get("day")?,
+            window_end: r.try_get("window_end")?,
+            pks: r.try_get("pks")?,
+            xmins: r.try_get("xmins")?,
+            state: state(r, "state")?,
+            deleted_count: r.try_get("deleted_count")?,
+        })
     }
 }
 
@@ -349,21 +401,21 @@ impl CheckpointStore {
 
     /// Hands an unfinished item back (graceful shutdown): pending again, lease cleared.
     pub async fn release(&self, id: i64, owner: &str) -> Result<(), sqlx::Error> {
-        self.end_claim(id, owner, "pending", None).await
+        self.end_claim(id, owner, ItemState::Pending, None).await
     }
 
     /// Hands an item back after a transient error, keeping the error for `status`.
     pub async fn release_with_error(&self, id: i64, owner: &str, error: &str) -> Result<(), sqlx::Error> {
-        self.end_claim(id, owner, "pending", Some(error)).await
+        self.end_claim(id, owner, ItemState::Pending, Some(error)).await
     }
 
     pub async fn fail(&self, id: i64, owner: &str, error: &str) -> Result<(), sqlx::Error> {
-        self.end_claim(id, owner, "failed", Some(error)).await
+        self.end_claim(id, owner, ItemState::Failed, Some(error)).await
     }
 
     /// Ends `owner`'s claim on a running item: new state, lease cleared, `error` (if any) kept
     /// as `last_error`. Does nothing if `owner` no longer holds the item.
-    async fn end_claim(&self, id: i64, owner: &str, state: &str, error: Option<&str>) -> Result<(), sqlx::Error> {
+    async fn end_claim(&self, id: i64, owner: &str, state: ItemState, error: Option<&str>) -> Result<(), sqlx::Error> {
         sqlx::query(&format!(
             "UPDATE {} SET state = $3, last_error = coalesce($4, last_error), lease_owner = NULL, lease_until = NULL,
                 updated_at = now()
@@ -372,7 +424,7 @@ impl CheckpointStore {
         ))
         .bind(id)
         .bind(owner)
-        .bind(state)
+        .bind(state.as_str())
         .bind(error)
         .execute(&self.pool)
         .await

@@ -10,8 +10,8 @@ use futures::TryStreamExt;
 use sqlx::{PgConnection, Row};
 
 use super::encode::{Encoded, Encoder};
-use crate::db::{qualified, quote_ident};
-use crate::table::TableInfo;
+use crate::source::db::{qualified, quote_ident};
+use crate::source::table::TableInfo;
 
 /// The two statements of a table's keyset scan and its delete.
 #[derive(Debug, Clone)]

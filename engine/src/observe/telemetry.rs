@@ -86,7 +86,18 @@ fn sampler(name: &str, arg: Option<f64>) -> Sampler {
     }
 }
 
-fn exporter(s: &TraceSettings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+/// Why logging or tracing could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("telemetry settings: {0}")]
+    Settings(String),
+    #[error("OTLP trace exporter ({protocol}): {source}")]
+    Exporter { protocol: String, source: opentelemetry_otlp::ExporterBuildError },
+    #[error("logging was set up twice: {0}")]
+    Init(#[from] tracing_subscriber::util::TryInitError),
+}
+
+fn exporter(s: &TraceSettings) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     let endpoint = s.endpoint.clone().filter(|_| s.endpoint_from_config);
     let built = if s.protocol == "grpc" {
         let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
@@ -106,13 +117,13 @@ fn exporter(s: &TraceSettings) -> anyhow::Result<opentelemetry_otlp::SpanExporte
         }
         b.build()
     };
-    built.map_err(|e| anyhow::anyhow!("OTLP trace exporter ({}): {e}", s.protocol))
+    built.map_err(|source| TelemetryError::Exporter { protocol: s.protocol.clone(), source })
 }
 
 /// Installs logging (`RUST_LOG` filters, default `info`; `json` or `text` on stderr) and, when an
 /// OTLP endpoint is configured, the trace exporter. Call it inside the Tokio runtime.
-pub fn init(log_format: &str, cfg: &TelemetryConfig, default_service: &str) -> anyhow::Result<Telemetry> {
-    let settings = TraceSettings::resolve(cfg, default_service, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+pub fn init(log_format: &str, cfg: &TelemetryConfig, default_service: &str) -> Result<Telemetry, TelemetryError> {
+    let settings = TraceSettings::resolve(cfg, default_service, &|k| std::env::var(k).ok()).map_err(TelemetryError::Settings)?;
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,aws=warn,lapin=warn,opentelemetry=warn"))
@@ -135,7 +146,7 @@ pub fn init(log_format: &str, cfg: &TelemetryConfig, default_service: &str) -> a
     let provider = provider.build();
     // Our spans are at DEBUG, so the log (INFO by default) does not repeat their fields on every
     // line; traces take them, and our events from DEBUG up. The dependencies' spans stay out.
-    let otel_filter = tracing_subscriber::EnvFilter::new("warn,archiver_worker=debug,archiver_coordinator=debug");
+    let otel_filter = tracing_subscriber::EnvFilter::new("warn,archiver=debug");
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("audit-archiver")).with_filter(otel_filter);
     registry.with(otel).try_init()?;
     tracing::info!(endpoint = %crate::config::redact_url(&endpoint), protocol = %settings.protocol, "exporting traces over OTLP");

@@ -124,7 +124,7 @@ impl Broker {
             );
             let props = BasicProperties::default()
                 .with_content_type("application/json".into())
-                .with_headers(crate::telemetry::inject(&span))
+                .with_headers(crate::observe::telemetry::inject(&span))
                 .with_delivery_mode(2);
             let confirm = self
                 .channel
@@ -146,11 +146,11 @@ impl Broker {
                 Ok(c) if c.is_ack() => {}
                 Ok(_) => {
                     let e = QueueError::Nacked { queue: self.names.work.clone() };
-                    crate::telemetry::record_error(&span, &e);
+                    crate::observe::telemetry::record_error(&span, &e);
                     return Err(e);
                 }
                 Err(e) => {
-                    crate::telemetry::record_error(&span, &e);
+                    crate::observe::telemetry::record_error(&span, &e);
                     return Err(e);
                 }
             }

@@ -124,3 +124,31 @@ async fn sample_memory(shutdown: CancellationToken) {
 pub fn count_error(stage: &'static str, kind: &'static str) {
     metrics::counter!(names::ERRORS, "stage" => stage, "kind" => kind).increment(1);
 }
+
+/// `/readyz` checks: every source database, the object store, and the broker if any.
+pub fn readiness(prepared: &crate::setup::Prepared, queue: Option<crate::config::QueueConfig>) -> Readiness {
+    let pools: Vec<(String, sqlx::PgPool)> = prepared.sources.iter().map(|(n, s)| (n.clone(), s.pool.clone())).collect();
+    let store = prepared.store.clone();
+    Arc::new(move || {
+        let (pools, store, queue) = (pools.clone(), store.clone(), queue.clone());
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (name, pool) in &pools {
+                let r = sqlx::query("SELECT 1").execute(pool).await.map(drop).map_err(|e| e.to_string());
+                out.push((format!("database {name}"), r));
+            }
+            out.push(("object store".to_string(), store.check().await.map_err(|e| e.to_string())));
+            if let Some(q) = queue {
+                let r = match crate::queue::Broker::connect(&q, "archiver readiness check").await {
+                    Ok(b) => {
+                        b.close().await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                out.push(("broker".to_string(), r));
+            }
+            out
+        })
+    })
+}

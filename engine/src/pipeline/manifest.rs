@@ -1,0 +1,72 @@
+//! Manifest: the last stage of an item, its commit marker.
+//!
+//! Input: an item whose every batch is recorded and deleted. Output: the manifest object (every
+//! batch object with its rows, bytes, SHA-256 and key bounds, and the table's columns) stored and
+//! verified, then the item marked done. Invariants: objects of interrupted attempts that no record
+//! names are removed first, so the manifest lists exactly what is in the store for the item; the
+//! item is done only after its manifest is verified.
+
+use std::collections::BTreeSet;
+
+use archiver_proto::manifest::{KeyBound, Manifest, ManifestObject, FORMAT};
+use archiver_proto::{layout, WorkItem};
+use chrono::Utc;
+
+use crate::checkpoint::BatchRecord;
+use crate::source::table::TableInfo;
+use crate::storage::ObjectStore;
+
+use super::PipelineError;
+
+/// The manifest of `item` over its recorded `batches`.
+pub(super) fn build(item: &WorkItem, info: &TableInfo, batches: &[BatchRecord]) -> Manifest {
+    let objects: Vec<ManifestObject> = batches
+        .iter()
+        .map(|b| ManifestObject {
+            key: b.object_key.clone(),
+            seq: b.seq,
+            rows: b.row_count,
+            bytes: b.byte_size,
+            sha256: b.sha256.clone(),
+            first_key: KeyBound { ts: b.first_ts.clone(), pk: b.first_pk.clone() },
+            last_key: KeyBound { ts: b.last_ts.clone(), pk: b.last_pk.clone() },
+        })
+        .collect();
+    Manifest {
+        format: FORMAT,
+        database: item.database.clone(),
+        schema: item.schema.clone(),
+        table: item.table.clone(),
+        range_start: item.range_start,
+        range_end: item.range_end,
+        generation: item.generation,
+        created_at: Utc::now(),
+        compression: info.settings.compression,
+        timestamp_column: info.settings.timestamp_column.clone(),
+        primary_key: info.settings.primary_key.clone(),
+        columns: info.columns.clone(),
+        total_rows: objects.iter().map(|o| o.rows).sum(),
+        total_bytes: objects.iter().map(|o| o.bytes).sum(),
+        objects,
+    }
+}
+
+/// Deletes this item's data objects that no batch record names: left by an attempt that crashed
+/// between upload and record, or overtaken by a retry that cut batches differently.
+pub(super) async fn remove_strays(store: &dyn ObjectStore, item: &WorkItem, batches: &[BatchRecord]) -> Result<(), PipelineError> {
+    let keep: BTreeSet<&str> = batches.iter().map(|b| b.object_key.as_str()).collect();
+    let name_prefix = layout::data_name_prefix(item);
+    let mut day = item.range_start.date_naive();
+    let last = (item.range_end - chrono::Duration::microseconds(1)).date_naive();
+    while day <= last {
+        let prefix = format!("{}{}", layout::day_prefix(item, day), name_prefix);
+        for key in store.list(&prefix).await? {
+            if !keep.contains(key.as_str()) {
+                tracing::info!(%key, "removing an object of an interrupted attempt that no batch record names");
+                store.delete(&key).await?;
+            }
+        }
+        day = day.succ_opt().expect("date in range");
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The producer: reads an item's batches in order and hands them to the driver one at a time.
+//!
+//! Input: a work item and where to start (its range start, or just after the last recorded
+//! batch). Output: (seq, window, batch, span) in keyset order over a channel of one, so the next
+//! batch is read and encoded while the previous one is stored and deleted. Invariant: each read is
+//! its own read-only transaction with the table's `statement_timeout`; nothing is locked.
+
+use std::sync::Arc;
+
+use archiver_proto::WorkItem;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Span;
+
+use super::encode::Encoder;
+use super::extract::{self, Extracted, TableSql, Window};
+use super::spans::{batch_span, stage};
+use super::PipelineError;
+use crate::source::table::TableInfo;
+
+pub(super) type Produced = Result<(i32, Window, Extracted, Span), PipelineError>;
+
+/// Where reading starts: a window, the last (timestamp, key) already taken from it, and the
+/// sequence number of the next batch.
+pub(super) struct Start {
+    pub window: Window,
+    pub after: Option<(String, String)>,
+    pub seq: i32,
+}
+
+/// What the producer reads from.
+pub(super) struct Producer {
+    pub pool: PgPool,
+    pub sql: Arc<TableSql>,
+    pub item: WorkItem,
+    pub info: Arc<TableInfo>,
+}
+
+impl Producer {
+    /// Reads until the item's range is exhausted, the receiver is gone, or `stop` is cancelled.
+    /// A read error is sent to the receiver, which stops the item.
+    pub async fn run(self, start: Start, tx: mpsc::Sender<Produced>, stop: CancellationToken) {
+        let Start { mut window, mut after, mut seq } = start;
+        let batch_size = self.info.settings.batch_size;
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let span = batch_span(&self.item, seq, window.day());
+            span.record("window_start", tracing::field::display(window.start))
+                .record("window_end", tracing::field::display(window.end));
+            let batch = match stage(&span, "extract", self.read(window, after.as_ref(), &span)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            match batch {
+                Some(b) => {
+                    let full = b.rows() as u32 >= batch_size;
+                    let last = b.last.clone();
+                    span.record("rows", b.rows()).record("bytes", b.encoded.body.len()).record("raw_bytes", b.encoded.raw_bytes);
+                    if tx.send(Ok((seq, window, b, span))).await.is_err() {
+                        return; // the driver stopped
+                    }
+                    seq += 1;
+                    if full {
+                        after = Some(last);
+                        continue;
+                    }
+                }
+                None => {
+                    span.record("rows", 0);
+                    crate::observe::telemetry::rename(&span, "scan_empty");
+                }
+            }
+            if window.end >= self.item.range_end {
+                return;
+            }
+            window = Window::at(window.end, self.item.range_end);
+            after = None;
+        }
+    }
+
+    /// One batch of `window` after `after`, in a read-only transaction, so the timeout stays with
+    /// this statement and leaves the pooled connection as it was.
+    async fn read(&self, window: Window, after: Option<&(String, String)>, span: &Span) -> Result<Option<Extracted>, sqlx::Error> {
+        let s = &self.info.settings;
+        let encoder = Encoder::new(s.compression, s.compression_level);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('statement_timeout', $1, true), set_config('transaction_read_only', 'on', true)")
+            .bind(format!("{}ms", s.statement_timeout.as_millis()))
+            .execute(&mut *tx)
+            .await?;
+        let batch = extract::next_batch(&mut tx, &self.sql, window, after, s.batch_size, encoder, span).await?;
+        tx.commit().await?;
+        Ok(batch)
+    }
+}
