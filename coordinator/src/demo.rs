@@ -49,6 +49,19 @@ pub async fn seed(config: &Config, rows: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// After the demo: where the objects went and what to try next.
+pub fn next_steps(config: &Config) {
+    let archive = match &config.storage {
+        Some(archiver_engine::config::StorageConfig::Local { path, .. }) => path.display().to_string(),
+        _ => "the configured store".to_string(),
+    };
+    eprintln!(
+        "\nThe archived objects are under {archive}/ (one zstd JSON Lines file per batch, a manifest per work item), e.g.\n  \
+         find {archive} -name '*.jsonl.zst' | head -3 | xargs zstdcat | head -2\n\
+         Run the demo again to archive fresh rows; see docs/operations.md to archive your own tables."
+    );
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -105,23 +105,39 @@ pub struct RunOptions {
     pub progress: bool,
     /// How often `--wait` polls and reconciles.
     pub poll: Duration,
+    /// With `wait`: stop waiting after this long (the items go on in the workers).
+    pub timeout: Option<Duration>,
+    /// Serve /metrics, /healthz and /readyz here while the run works.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// How a distributed `run` ended.
+pub enum Outcome {
+    /// Without `--wait`: items planned (new or resumed) and messages published to `queue`; in
+    /// `unplanned`, what planning left in the tables (and why).
+    Published { planned: usize, published: usize, queue: String, unplanned: Summary },
+    /// With `--wait`: how every planned item ended (or stood when the wait stopped).
+    Waited { summary: Summary, timed_out: bool },
+}
+
+/// One planned item: its checkpoint store, id and table label.
+type Planned = (CheckpointStore, i64, String);
+
 /// `run` with a queue: plan, record, publish; with `wait`, follow the items to the end.
-pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken) -> anyhow::Result<Summary> {
+pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section"))?;
+    let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section in the configuration"))?;
     let prepared = setup::prepare(config, &opts.scope, true).await?;
+    if let Some(addr) = opts.metrics_addr {
+        archiver_engine::observe::serve_for(addr, &prepared, Some(queue.clone()), shutdown.clone()).await?;
+    }
     let broker = Broker::connect(queue, "archiver-coordinator").await?;
-    let mut planned: Vec<(CheckpointStore, i64, String)> = Vec::new();
     let mut summary = Summary::default();
-    for info in &prepared.tables {
-        let source = &prepared.sources[&info.settings.database];
-        let p = plan::plan_table(source, info, false).await.map_err(|e| anyhow::anyhow!("{}: planning failed: {e}", info.label()))?;
-        let t = summary.table(&p.label);
-        t.items_not_run += p.skipped.len() as u64;
+    let mut planned: Vec<Planned> = Vec::new();
+    for p in plan::plan_tables(&prepared, false, &mut summary).await {
+        summary.planned(&p);
         for item in p.items() {
-            planned.push((source.checkpoints.clone(), item.id, p.label.clone()));
+            planned.push((prepared.sources[&item.database].checkpoints.clone(), item.id, p.label.clone()));
         }
     }
     let planned_in = started.elapsed();
@@ -129,26 +145,39 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
     let published = publish_unpublished(&prepared, &broker).await?;
     tracing::info!(items = planned.len(), published, ?planned_in, total = ?started.elapsed(), "planned and published");
     if !opts.wait {
-        eprintln!("{} items planned or resumed, {published} published to {}", planned.len(), broker.names.work);
         broker.close().await;
-        summary.duration = started.elapsed();
-        return Ok(summary);
+        return Ok(Outcome::Published { planned: planned.len(), published, queue: broker.names.work.clone(), unplanned: summary });
     }
-    let bar = crate::standalone::progress_bar(opts.progress, planned.len() as u64);
-    // The planned items, grouped by checkpoint store: one query per store and poll.
-    let mut by_store: Vec<(CheckpointStore, Vec<i64>)> = Vec::new();
-    let mut labels = std::collections::HashMap::new();
-    for (cp, id, label) in &planned {
-        labels.insert(*id, label.clone());
-        match by_store.iter_mut().find(|(c, _)| c.t("work_items") == cp.t("work_items") && c.pool().connect_options().get_database() == cp.pool().connect_options().get_database()) {
-            Some((_, ids)) => ids.push(*id),
-            None => by_store.push((cp.clone(), vec![*id])),
-        }
-    }
+    let waited = wait_for(&prepared, &broker, queue, &planned, &opts, &shutdown).await;
+    broker.close().await;
+    let (rows, timed_out) = waited?;
+    tally(&mut summary, rows);
+    // As in standalone mode: the tables this run deleted rows from, once their items ended.
+    crate::vacuum::vacuum(&prepared, &summary).await;
+    plan::report_eligible(&prepared).await;
+    summary.duration = started.elapsed();
+    Ok(Outcome::Waited { summary, timed_out })
+}
+
+/// Polls the planned items until each is done or failed (or shutdown, or the timeout), and
+/// reconciles every 5 s. Warns, once a minute, while no worker consumes the work queue.
+async fn wait_for(
+    prepared: &Prepared,
+    broker: &Broker,
+    queue: &archiver_engine::config::QueueConfig,
+    planned: &[Planned],
+    opts: &RunOptions,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Vec<(String, ItemRow)>, bool)> {
+    let started = Instant::now();
+    let bar = crate::progress::progress_bar(opts.progress, planned.len() as u64);
+    let by_store = group_by_store(planned);
+    let labels: std::collections::HashMap<i64, String> = planned.iter().map(|(_, id, l)| (*id, l.clone())).collect();
     let mut last_reconcile = Instant::now();
-    let rows = loop {
+    let mut last_idle_warning: Option<Instant> = None;
+    loop {
         if last_reconcile.elapsed() >= Duration::from_secs(5) {
-            if let Err(e) = reconcile(&prepared, &broker, lost_message_grace(queue)).await {
+            if let Err(e) = reconcile(prepared, broker, lost_message_grace(queue)).await {
                 tracing::warn!(error = %e, "reconcile failed");
             }
             last_reconcile = Instant::now();
@@ -162,13 +191,43 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
         let finished = rows.iter().filter(|(_, r)| matches!(r.state, ItemState::Done | ItemState::Failed)).count();
         bar.set_position(finished as u64);
         bar.set_message(format!("{} rows", rows.iter().map(|(_, r)| r.rows_archived).sum::<i64>()));
-        if finished == planned.len() || shutdown.is_cancelled() {
-            break rows;
+        let timed_out = opts.timeout.is_some_and(|t| started.elapsed() >= t);
+        if finished == planned.len() || shutdown.is_cancelled() || timed_out {
+            crate::progress::finish(&bar);
+            return Ok((rows, timed_out));
+        }
+        if last_idle_warning.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) && broker.consumers().await.unwrap_or(1) == 0 {
+            bar.suspend(|| {
+                tracing::warn!(
+                    queue = %broker.names.work,
+                    items_left = planned.len() - finished,
+                    "no worker consumes the work queue: start archiver-worker with the same configuration (run --wait keeps waiting; --timeout bounds it)"
+                )
+            });
+            last_idle_warning = Some(Instant::now());
         }
         tokio::time::sleep(opts.poll).await;
-    };
-    bar.finish_and_clear();
-    broker.close().await;
+    }
+}
+
+/// The planned items grouped by checkpoint store: one query per store and poll.
+fn group_by_store(planned: &[Planned]) -> Vec<(CheckpointStore, Vec<i64>)> {
+    let mut by_store: Vec<(CheckpointStore, Vec<i64>)> = Vec::new();
+    for (cp, id, _) in planned {
+        let same = |c: &CheckpointStore| {
+            c.t("work_items") == cp.t("work_items")
+                && c.pool().connect_options().get_database() == cp.pool().connect_options().get_database()
+        };
+        match by_store.iter_mut().find(|(c, _)| same(c)) {
+            Some((_, ids)) => ids.push(*id),
+            None => by_store.push((cp.clone(), vec![*id])),
+        }
+    }
+    by_store
+}
+
+/// Adds how each item stands to the summary.
+fn tally(summary: &mut Summary, rows: Vec<(String, ItemRow)>) {
     for (label, r) in rows {
         let t = summary.table(&label);
         match r.state {
@@ -186,11 +245,6 @@ pub async fn run(config: &Config, opts: RunOptions, shutdown: CancellationToken)
             ItemState::Pending | ItemState::Running => t.items_not_run += 1,
         }
     }
-    // As in standalone mode: the tables this run deleted rows from, once their items ended.
-    crate::standalone::vacuum(&prepared, &summary).await;
-    plan::report_eligible(&prepared).await;
-    summary.duration = started.elapsed();
-    Ok(summary)
 }
 
 /// `enqueue`: an ad-hoc range of one configured table, cut into `range_interval` items.
@@ -200,7 +254,7 @@ pub async fn enqueue(
     table: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> anyhow::Result<Vec<WorkItem>> {
+) -> anyhow::Result<(String, Vec<WorkItem>)> {
     let queue = config.queue.as_ref().ok_or_else(|| anyhow::anyhow!("no `queue` section in the configuration"))?;
     // Whole seconds, like planned ranges.
     let (from, to) = (trunc_secs(from), trunc_secs(to));
@@ -226,7 +280,7 @@ pub async fn enqueue(
     let broker = Broker::connect(queue, "archiver-coordinator enqueue").await?;
     publish(&source.checkpoints, &broker, &items).await?;
     broker.close().await;
-    Ok(items)
+    Ok((info.label(), items))
 }
 
 fn trunc_secs(t: DateTime<Utc>) -> DateTime<Utc> {

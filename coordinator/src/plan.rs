@@ -9,9 +9,10 @@
 
 use std::time::Duration;
 
-use archiver_proto::WorkItem;
+use archiver_proto::{Partition, WorkItem};
 use archiver_engine::source::db::{qualified, quote_ident};
-use archiver_engine::checkpoint::ItemRow;
+use archiver_engine::checkpoint::{advisory_xact_lock, ItemRow};
+use archiver_engine::config::TableSettings;
 use archiver_engine::source::Source;
 use archiver_engine::source::table::TableInfo;
 use chrono::{DateTime, TimeZone, Utc};
@@ -27,6 +28,8 @@ pub struct TablePlan {
     pub new: Vec<WorkItem>,
     /// Unfinished items left alone because their range now reaches past the cutoff.
     pub skipped: Vec<(WorkItem, String)>,
+    /// Eligible rows no item can take, and why (they stay in the table; the run reports them).
+    pub left: Vec<String>,
 }
 
 impl TablePlan {
@@ -40,36 +43,28 @@ pub async fn cutoff(source: &Source, retention_days: u32) -> Result<DateTime<Utc
     archiver_engine::source::table::cutoff(&source.pool, retention_days).await
 }
 
-/// Rows older than the cutoff (NULL timestamps excluded).
-pub async fn eligible_rows(source: &Source, info: &TableInfo, cutoff: DateTime<Utc>) -> Result<i64, sqlx::Error> {
-    let s = &info.settings;
-    let (n,): (i64,) = sqlx::query_as(&format!(
-        "SELECT count(*) FROM {} WHERE {} < $1",
-        qualified(&s.schema, &s.table),
-        quote_ident(&s.timestamp_column)
-    ))
-    .bind(cutoff)
-    .fetch_one(&source.pool)
-    .await?;
-    Ok(n)
-}
+pub use archiver_engine::observe::backlog::{eligible_rows, report_eligible};
 
-/// Sets `archiver_rows_eligible` of every table in scope, if metrics are recorded (the count
-/// costs a scan of the timestamp index, so it is skipped otherwise).
-pub async fn report_eligible(prepared: &archiver_engine::setup::Prepared) {
-    if !archiver_engine::observe::recording() {
-        return;
-    }
+/// Plans every table in scope. A table that cannot be planned is reported in `summary` (its
+/// rows stay where they are) and the other tables are planned all the same.
+pub async fn plan_tables(prepared: &archiver_engine::setup::Prepared, dry_run: bool, summary: &mut crate::summary::Summary) -> Vec<TablePlan> {
+    let mut plans = Vec::new();
     for info in &prepared.tables {
-        let s = &info.settings;
-        let source = &prepared.sources[&s.database];
-        let counted = async { eligible_rows(source, info, cutoff(source, s.retention_days).await?).await }.await;
-        match counted {
-            Ok(n) => metrics::gauge!(archiver_engine::observe::names::ROWS_ELIGIBLE, "database" => s.database.clone(), "table" => s.table.clone())
-                .set(n as f64),
-            Err(e) => tracing::warn!(table = %info.label(), error = %e, "cannot count the eligible rows"),
+        let source = &prepared.sources[&info.settings.database];
+        match plan_table(source, info, dry_run).await {
+            Ok(p) => plans.push(p),
+            Err(e) => {
+                tracing::error!(table = %info.label(), error = %e, "cannot plan the table; its rows stay in place");
+                summary.table(&info.label()).left.push(format!("planning failed, nothing of this table was archived: {e}"));
+            }
         }
     }
+    plans
+}
+
+/// The lock that serializes planning of one table across processes.
+fn plan_lock(s: &TableSettings) -> String {
+    format!("plan:{}", archiver_proto::table_label(&s.database, &s.schema, &s.table))
 }
 
 /// Plans one table. With `dry_run` nothing is written (and a missing checkpoint store reads as
@@ -80,17 +75,14 @@ pub async fn plan_table(source: &Source, info: &TableInfo, dry_run: bool) -> Res
     let cp = &source.checkpoints;
     let mut tx = if dry_run { None } else { Some(cp.pool().begin().await?) };
     if let Some(tx) = tx.as_mut() {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("audit_archiver:plan:{}:{}.{}", s.database, s.schema, s.table))
-            .execute(&mut **tx)
-            .await?;
+        advisory_xact_lock(tx, &plan_lock(s)).await?;
     }
     let unfinished: Vec<ItemRow> = if dry_run && !cp.exists().await? {
         Vec::new()
     } else {
         cp.unfinished(&s.database, &s.schema, &s.table).await?
     };
-    let mut plan = TablePlan { label: info.label(), cutoff, resumed: Vec::new(), new: Vec::new(), skipped: Vec::new() };
+    let mut plan = TablePlan { label: info.label(), cutoff, resumed: Vec::new(), new: Vec::new(), skipped: Vec::new(), left: Vec::new() };
     for row in &unfinished {
         let item = row.item();
         if item.range_end > cutoff {
@@ -103,11 +95,21 @@ pub async fn plan_table(source: &Source, info: &TableInfo, dry_run: bool) -> Res
     }
     let busy: Vec<(DateTime<Utc>, DateTime<Utc>)> = unfinished.iter().map(|r| (r.range_start, r.range_end)).collect();
     let queries = RangeQueries::new(info);
-    let interval = s.range_interval;
+    let unplaceable = queries.unplaceable(source).await?;
+    if unplaceable > 0 {
+        let why = format!(
+            "{unplaceable} rows have {} = -infinity and are left in the table: no date partition can hold them; \
+             set them to a real time to archive them",
+            s.timestamp_column
+        );
+        tracing::warn!(table = %plan.label, "{why}");
+        plan.left.push(why);
+    }
+    let slots = Slots::of(s);
     let mut ranges = Vec::new();
-    for t in queries.slots(source, cutoff, interval).await? {
-        let start = align_down(t, interval);
-        let end = (start + chrono::Duration::from_std(interval).expect("interval fits")).min(cutoff);
+    for t in queries.slots(source, None, cutoff).await? {
+        let (start, end) = slots.around(t);
+        let end = end.min(cutoff);
         let pieces = subtract((start, end), &busy);
         // Uncut, the slot holds the row at `t`; only pieces left by unfinished items need a look.
         let uncut = pieces.len() == 1 && pieces[0] == (start, end);
@@ -150,24 +152,22 @@ pub async fn plan_range(
     let s = &info.settings;
     let cp = &source.checkpoints;
     let mut tx = cp.pool().begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("audit_archiver:plan:{}:{}.{}", s.database, s.schema, s.table))
-        .execute(&mut *tx)
-        .await?;
+    advisory_xact_lock(&mut tx, &plan_lock(s)).await?;
     let busy: Vec<_> =
         cp.unfinished(&s.database, &s.schema, &s.table).await?.iter().map(|r| (r.range_start, r.range_end)).collect();
     let queries = RangeQueries::new(info);
-    let step = chrono::Duration::from_std(s.range_interval).expect("interval fits");
+    let slots = Slots::of(s);
     let mut ranges = Vec::new();
-    let mut start = from;
-    while start < to {
-        let end = (align_down(start, s.range_interval) + step).min(to);
+    // Only the slots that hold rows, found by one skip scan: an empty span costs nothing however
+    // long it is.
+    for t in queries.slots(source, Some(from), to).await? {
+        let (start, end) = slots.around(t);
+        let (start, end) = (start.max(from), end.min(to));
         for (a, b) in subtract((start, end), &busy) {
             if queries.any_rows(source, a, b).await? {
                 ranges.push((a, b));
             }
         }
-        start = end;
     }
     let items = cp.insert_items(&mut *tx, &s.database, &s.schema, &s.table, &ranges).await?;
     tx.commit().await?;
@@ -185,6 +185,7 @@ pub async fn oldest_before(
 
 struct RangeQueries {
     min_ts: String,
+    unplaceable: String,
     any: String,
     slots: String,
 }
@@ -194,33 +195,37 @@ impl RangeQueries {
         let s = &info.settings;
         let t = qualified(&s.schema, &s.table);
         let ts = quote_ident(&s.timestamp_column);
+        // Keeps `-infinity` out of what is read as a time: no client type can hold it. Such rows
+        // are counted apart (`unplaceable`), left in the table and reported.
+        let finite = format!("{ts} > '-infinity'");
+        let next_slot = Slots::of(s).next_sql("s.ts");
         RangeQueries {
-            min_ts: format!("SELECT min({ts})::timestamptz FROM {t} WHERE {ts} >= $1 AND {ts} < $2"),
+            min_ts: format!("SELECT min({ts})::timestamptz FROM {t} WHERE {ts} >= $1 AND {ts} < $2 AND {finite}"),
+            unplaceable: format!("SELECT count(*) FROM {t} WHERE {ts} = '-infinity'"),
             any: format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {ts} >= $1 AND {ts} < $2)"),
             // A skip scan in one round trip: the oldest row, then the oldest row of each next
             // non-empty slot, each found by one index probe.
             slots: format!(
                 "WITH RECURSIVE slots(ts) AS (
-                     SELECT (SELECT min({ts})::timestamptz FROM {t} WHERE {ts} < $1)
+                     SELECT (SELECT min({ts})::timestamptz FROM {t}
+                             WHERE {ts} < $1 AND {finite} AND ($2::timestamptz IS NULL OR {ts} >= $2))
                      UNION ALL
                      SELECT (SELECT min({ts})::timestamptz FROM {t}
-                             WHERE {ts} >= to_timestamp((floor(extract(epoch FROM s.ts) / $2::bigint) + 1) * $2::bigint)
-                               AND {ts} < $1)
+                             WHERE {ts} >= {next_slot} AND {ts} < $1)
                      FROM slots s WHERE s.ts IS NOT NULL)
                  SELECT ts FROM slots WHERE ts IS NOT NULL"
             ),
         }
     }
 
-    /// The oldest timestamp of every `interval` slot before the cutoff that holds rows.
-    async fn slots(
-        &self,
-        source: &Source,
-        cutoff: DateTime<Utc>,
-        interval: Duration,
-    ) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
-        let rows: Vec<(DateTime<Utc>,)> =
-            sqlx::query_as(&self.slots).bind(cutoff).bind(interval.as_secs() as i64).fetch_all(&source.pool).await?;
+    /// The oldest timestamp of every slot in `[from, cutoff)` that holds rows; `from` None means
+    /// no lower bound.
+    async fn slots(&self, source: &Source, from: Option<DateTime<Utc>>, cutoff: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
+        let rows: Vec<(DateTime<Utc>,)> = sqlx::query_as(&self.slots)
+            .bind(cutoff)
+            .bind(from)
+            .fetch_all(&source.pool)
+            .await?;
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
@@ -237,9 +242,58 @@ impl RangeQueries {
         Ok(t)
     }
 
+    /// Rows older than any cutoff that no time range can name (`-infinity`).
+    async fn unplaceable(&self, source: &Source) -> Result<i64, sqlx::Error> {
+        let (n,): (i64,) = sqlx::query_as(&self.unplaceable).fetch_one(&source.pool).await?;
+        Ok(n)
+    }
+
     async fn any_rows(&self, source: &Source, a: DateTime<Utc>, b: DateTime<Utc>) -> Result<bool, sqlx::Error> {
         let (any,): (bool,) = sqlx::query_as(&self.any).bind(a).bind(b).fetch_one(&source.pool).await?;
         Ok(any)
+    }
+}
+
+/// How a table's time is cut into work items: fixed `range_interval` slots counted from the Unix
+/// epoch (day partitions), or calendar months or years (month and year partitions, so that one
+/// item fills one partition and a quiet table gets one object per month or year).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slots {
+    Fixed(Duration),
+    Calendar(Partition),
+}
+
+impl Slots {
+    pub fn of(s: &TableSettings) -> Self {
+        match s.partition {
+            Partition::Day => Slots::Fixed(s.range_interval),
+            coarser => Slots::Calendar(coarser),
+        }
+    }
+
+    /// The slot `[start, end)` that holds `t`.
+    pub fn around(self, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        match self {
+            Slots::Fixed(interval) => {
+                let start = align_down(t, interval);
+                (start, start + chrono::Duration::from_std(interval).expect("interval fits"))
+            }
+            Slots::Calendar(p) => {
+                let day = t.date_naive();
+                let at = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+                (at(p.floor(day)), at(p.next(day)))
+            }
+        }
+    }
+
+    /// SQL for the start of the slot after the one holding the timestamptz `expr` (the session
+    /// runs in UTC).
+    fn next_sql(self, expr: &str) -> String {
+        match self {
+            Slots::Fixed(i) => format!("to_timestamp((floor(extract(epoch FROM {expr}) / {n}) + 1) * {n})", n = i.as_secs()),
+            Slots::Calendar(Partition::Year) => format!("date_trunc('year', {expr}) + interval '1 year'"),
+            Slots::Calendar(_) => format!("date_trunc('month', {expr}) + interval '1 month'"),
+        }
     }
 }
 
@@ -291,6 +345,16 @@ mod tests {
         assert_eq!(align_down(t(5, 13), Duration::from_secs(86_400)), t(5, 0));
         assert_eq!(align_down(t(5, 13), Duration::from_secs(6 * 3600)), t(5, 12));
         assert_eq!(align_down(t(5, 0), Duration::from_secs(86_400)), t(5, 0));
+    }
+
+    #[test]
+    fn calendar_slots_are_months_and_years() {
+        let at = Utc.with_ymd_and_hms(2024, 2, 29, 13, 0, 0).unwrap();
+        let m = Slots::Calendar(Partition::Month).around(at);
+        assert_eq!(m, (Utc.with_ymd_and_hms(2024, 2, 1, 0, 0, 0).unwrap(), Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap()));
+        let y = Slots::Calendar(Partition::Year).around(at);
+        assert_eq!(y, (Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(), Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()));
+        assert_eq!(Slots::Fixed(Duration::from_secs(86_400)).around(at).0, Utc.with_ymd_and_hms(2024, 2, 29, 0, 0, 0).unwrap());
     }
 
     #[test]

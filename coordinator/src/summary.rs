@@ -17,15 +17,31 @@ pub struct TableTotals {
     pub objects: i64,
     pub rows_short: i64,
     pub errors: Vec<String>,
+    /// Why eligible rows were left in the table (a table that could not be planned, rows no item
+    /// can take): the run did not archive everything it should have.
+    pub left: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub tables: BTreeMap<String, TableTotals>,
     pub duration: Duration,
+    /// Why the run stopped before its end: an error every item would meet (e.g. the object store
+    /// refuses the credentials).
+    pub stopped: Option<String>,
 }
 
 impl Summary {
+    /// Adds what planning left aside for one table.
+    pub fn planned(&mut self, plan: &crate::plan::TablePlan) {
+        let t = self.table(&plan.label);
+        t.items_not_run += plan.skipped.len() as u64;
+        for (item, why) in &plan.skipped {
+            t.errors.push(format!("{} not run: {why}", item.slug()));
+        }
+        t.left.extend(plan.left.iter().cloned());
+    }
+
     pub fn table(&mut self, label: &str) -> &mut TableTotals {
         self.tables.entry(label.to_string()).or_default()
     }
@@ -45,7 +61,7 @@ impl Summary {
 
     /// True if every planned item finished.
     pub fn all_finished(&self) -> bool {
-        self.tables.values().all(|t| t.items_failed == 0 && t.items_not_run == 0)
+        self.stopped.is_none() && self.tables.values().all(|t| t.items_failed == 0 && t.items_not_run == 0 && t.left.is_empty())
     }
 }
 
@@ -75,8 +91,8 @@ impl fmt::Display for Summary {
         )?;
         write!(
             f,
-            "{} tables, {} rows, {} bytes in {} objects, {:.1}s, {:.0} rows/s",
-            self.tables.len(),
+            "{}, {} rows, {} bytes in {} objects, {:.1}s, {:.0} rows/s",
+            crate::render::count(self.tables.len(), "table"),
             total.rows,
             total.bytes,
             total.objects,
@@ -86,8 +102,11 @@ impl fmt::Display for Summary {
         if total.rows_short > 0 {
             write!(f, "\n{} archived rows were not deleted: they changed or vanished after being read (see the log)", total.rows_short)?;
         }
+        if let Some(why) = &self.stopped {
+            write!(f, "\nthe run stopped early: {why}")?;
+        }
         for (name, t) in &self.tables {
-            for e in &t.errors {
+            for e in t.left.iter().chain(&t.errors) {
                 write!(f, "\n{name}: {e}")?;
             }
         }

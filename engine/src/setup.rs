@@ -29,6 +29,7 @@ impl Scope {
     }
 }
 
+#[derive(Clone)]
 pub struct Prepared {
     pub store: Arc<dyn ObjectStore>,
     pub sources: HashMap<String, Source>,
@@ -60,10 +61,15 @@ pub async fn prepare(config: &Config, scope: &Scope, writable: bool) -> Result<P
     let shared = match &config.checkpoint.url {
         Some(url) => {
             let opts = db::url_options(url).map_err(|e| SetupError(vec![format!("checkpoint.url: {e}")]))?;
+            if let Err(e) = db::probe(&opts, std::time::Duration::from_secs(10)).await {
+                problems.push(format!("checkpoint store (checkpoint.url) {e}"));
+            }
             Some(db::pool(opts, config.defaults.connection_pool_size.max(2), config.defaults.connection_idle_timeout.0))
         }
         None => None,
     };
+    // One store value for all sources sharing `checkpoint.url`, so the process holds one presence there.
+    let shared = shared.map(|p| CheckpointStore::new(p, &config.checkpoint.schema, false));
     let mut sources = HashMap::new();
     for dbc in &config.databases {
         if !tables.iter().any(|t| t.database == dbc.name) {
@@ -76,14 +82,14 @@ pub async fn prepare(config: &Config, scope: &Scope, writable: bool) -> Result<P
                 continue;
             }
         };
-        let size = dbc.connection_pool_size.unwrap_or(config.defaults.connection_pool_size).max(2);
-        let pool = db::pool(opts, size, config.defaults.connection_idle_timeout.0);
-        if let Err(e) = sqlx::query("SELECT 1").execute(&pool).await {
-            problems.push(format!("database {}: cannot connect: {e}", dbc.name));
+        if let Err(e) = db::probe(&opts, std::time::Duration::from_secs(10)).await {
+            problems.push(format!("database {}: {e}", dbc.name));
             continue;
         }
+        let size = dbc.connection_pool_size.unwrap_or(config.defaults.connection_pool_size).max(2);
+        let pool = db::pool(opts, size, config.defaults.connection_idle_timeout.0);
         let checkpoints = match &shared {
-            Some(p) => CheckpointStore::new(p.clone(), &config.checkpoint.schema, false),
+            Some(cp) => cp.clone(),
             None => CheckpointStore::new(pool.clone(), &config.checkpoint.schema, true),
         };
         sources.insert(dbc.name.clone(), Source { pool, checkpoints });
@@ -97,8 +103,7 @@ pub async fn prepare(config: &Config, scope: &Scope, writable: bool) -> Result<P
         }
     }
     if writable && problems.is_empty() {
-        if let Some(p) = &shared {
-            let cp = CheckpointStore::new(p.clone(), &config.checkpoint.schema, false);
+        if let Some(cp) = &shared {
             if let Err(e) = cp.migrate().await {
                 problems.push(format!("checkpoint store: cannot prepare its tables: {e}"));
             }

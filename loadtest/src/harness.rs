@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use archiver_proto::Compression;
+use archiver_testkit::config::{ConfigBuilder, Queue, Storage, Table};
 use archiver_testkit::{S3Server, TestDb};
 use archiver_engine::pipeline::encode;
 use serde::Serialize;
@@ -21,21 +22,28 @@ pub enum StorageKind {
     Local,
 }
 
-/// Options every scenario shares.
+/// Options of the measured scenarios (not `seed`, `distributed` or `verdict`): where the report
+/// goes, the storage, and the archiver's binaries.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
     /// Where the report, its JSON and its plots go; default
     /// `loadtest-results/<scenario>-<UTC time>`.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, global = true, value_enum, default_value_t = StorageKind::S3s)]
+    /// Where archived objects go.
+    #[arg(long, value_enum, default_value_t = StorageKind::S3s)]
     pub storage: StorageKind,
-    /// RabbitMQ, for the scenarios that run workers.
-    #[arg(long, global = true, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
-    pub amqp: String,
     /// Directory of `archiver-coordinator` and `archiver-worker`; default: next to this binary.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+}
+
+/// RabbitMQ, for the scenarios that run workers over a queue (and `distributed`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Amqp {
+    /// RabbitMQ URL.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp: String,
 }
 
 /// One scenario's world: a scratch database on PGHOST/PGPORT/PGUSER (dropped at the end), its
@@ -44,7 +52,8 @@ pub struct Env {
     pub db: TestDb,
     pub s3: Option<S3Server>,
     pub out: PathBuf,
-    pub amqp: String,
+    /// RabbitMQ, for the scenarios that run workers.
+    pub amqp: Option<String>,
     pub queue: String,
     pub coordinator: PathBuf,
     pub worker: PathBuf,
@@ -52,7 +61,8 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn new(scenario: &str, common: &Common) -> anyhow::Result<Env> {
+    /// `amqp`: RabbitMQ, for a scenario that runs workers over a queue.
+    pub async fn new(scenario: &str, common: &Common, amqp: Option<&Amqp>) -> anyhow::Result<Env> {
         let dir = match &common.bin_dir {
             Some(d) => d.clone(),
             None => std::env::current_exe()?.parent().context("binary directory")?.to_path_buf(),
@@ -76,32 +86,34 @@ impl Env {
             StorageKind::Local => (TestDb::new().await, None),
         };
         let queue = format!("archiver.loadtest.{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        Ok(Env { db, s3, out, amqp: common.amqp.clone(), queue, coordinator, worker, storage: common.storage })
+        let amqp = amqp.map(|a| a.amqp.clone());
+        Ok(Env { db, s3, out, amqp, queue, coordinator, worker, storage: common.storage })
     }
 
     pub fn archive_dir(&self) -> PathBuf {
         self.out.join("archive")
     }
 
-    /// A configuration for `tables` with `defaults` lines (indented two spaces), with the queue
-    /// section if `queue`.
-    pub fn config(&self, name: &str, tables: &[String], defaults: &[String], queue: bool) -> anyhow::Result<PathBuf> {
+    /// A configuration for the audit tables `tables`: this scenario's storage (objects under
+    /// `load`) and database, `retention_days: 90`. Add settings and the queue, then `write_config`.
+    pub fn config(&self, tables: &[String]) -> anyhow::Result<ConfigBuilder> {
         let storage = match &self.s3 {
-            Some(s3) => s3.yaml("load"),
-            None => format!("storage:\n  type: local\n  path: {}\n", std::path::absolute(self.archive_dir())?.display()),
+            Some(s3) => Storage::s3(s3, "load"),
+            None => Storage::local(std::path::absolute(self.archive_dir())?),
         };
-        let queue = if queue { format!("queue:\n  url: {}\n  name: {}\n  retry_delay: 2s\n", self.amqp, self.queue) } else { String::new() };
-        let mut text = format!("{storage}{queue}defaults:\n  retention_days: 90\n");
-        for d in defaults {
-            text.push_str(&format!("  {d}\n"));
-        }
-        text.push_str(&format!("databases:\n  - {}\n    tables:\n", self.db.yaml_connection()));
-        for t in tables {
-            text.push_str(&format!("      - name: {t}\n        timestamp_column: created_at\n        primary_key: id\n"));
-        }
-        let path = self.out.join(name);
-        std::fs::write(&path, text)?;
-        Ok(path)
+        let builder = ConfigBuilder::new().storage(storage).set_default("retention_days", 90).database(&self.db);
+        Ok(builder.tables(tables.iter().map(|t| Table::audit(t))))
+    }
+
+    /// This scenario's work queue, failed attempts retried after 2 s.
+    pub fn queue(&self) -> anyhow::Result<Queue> {
+        let amqp = self.amqp.as_deref().context("this scenario runs no queue (no --amqp)")?;
+        Ok(Queue::new(amqp, &self.queue).set("retry_delay", "2s"))
+    }
+
+    /// Writes `config` to `config.yaml` in the output directory; returns its path.
+    pub fn write_config(&self, config: &ConfigBuilder) -> anyhow::Result<PathBuf> {
+        Ok(config.write(self.out.join("config.yaml"))?)
     }
 
     fn log(&self, name: &str) -> anyhow::Result<Stdio> {
@@ -174,13 +186,10 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        archiver_testkit::delete_queues(&self.amqp, &self.queue);
+        if let Some(amqp) = &self.amqp {
+            archiver_testkit::delete_queues(amqp, &self.queue);
+        }
     }
-}
-
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 /// Asks a child to stop (SIGTERM) and waits up to `grace`; true if it exited cleanly.

@@ -7,7 +7,7 @@
 
 /// The version of the tables below. `schema_version` records the version a store is at; a
 /// binary refuses a store newer than it knows, and brings an older one up to date (the steps
-/// from one version to the next go in [`upgrade_statements`]).
+/// from one version to the next go in [`UPGRADES`]).
 pub const VERSION: i32 = 1;
 
 /// The table that records the store's version: one row per version applied.
@@ -23,11 +23,10 @@ pub fn version_table(schema: &str) -> Vec<String> {
     ]
 }
 
-/// Statements that bring a store at version `from` to `from + 1`. Version 1 is the first;
-/// there is no step yet.
-pub fn upgrade_statements(_schema: &str, from: i32) -> Vec<String> {
-    unreachable!("no checkpoint schema version after {from} is defined")
-}
+/// The steps that bring a store from one version to the next: `UPGRADES[v - 1]` takes a store at
+/// version `v` to `v + 1`, given the schema name. Version 1 is the first, so there is none yet;
+/// [`VERSION`] is always `UPGRADES.len() + 1`.
+pub const UPGRADES: &[fn(&str) -> Vec<String>] = &[];
 
 /// Statements that create the checkpoint tables in `schema` (a plain identifier) if missing, at
 /// [`VERSION`]. Safe to run concurrently when wrapped in the caller's advisory lock.
@@ -91,4 +90,14 @@ pub fn create_statements(schema: &str) -> Vec<String> {
             )"
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_version_after_the_first_has_its_upgrade_step() {
+        assert_eq!(VERSION as usize, UPGRADES.len() + 1);
+    }
 }

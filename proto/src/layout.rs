@@ -1,18 +1,20 @@
 //! Where objects go. Keys are relative to the store's configured prefix:
 //!
 //! ```text
-//! {database}/{schema}.{table}/year=YYYY/month=MM/day=DD/{item slug}-b{seq:06}.jsonl.zst
+//! {database}/{schema}.{table}/year=YYYY/month=MM/day=DD/{item slug}-b{seq:06}.jsonl.zst   (partition: day)
+//! {database}/{schema}.{table}/year=YYYY/month=MM/{item slug}-b{seq:06}.jsonl.zst          (partition: month)
+//! {database}/{schema}.{table}/year=YYYY/{item slug}-b{seq:06}.jsonl.zst                   (partition: year)
 //! {database}/{schema}.{table}/_manifests/{item slug}.json
 //! ```
 //!
-//! Data objects are partitioned by the rows' own dates (a batch never spans two days), so Athena,
-//! Trino or DuckDB prune by date; manifests live under `_manifests/`, which those engines skip.
+//! Data objects are partitioned by the rows' own dates (a batch never spans two partitions), so
+//! Athena, Trino or DuckDB prune by date; manifests live under `_manifests/`, which those engines skip.
 //! Names are percent-encoded where they hold anything but letters, digits, `_`, `-` and `.`, so a
 //! hostile table name cannot climb out of its prefix.
 
 use chrono::{Datelike, NaiveDate};
 
-use crate::{Compression, WorkItem};
+use crate::{Compression, Partition, WorkItem};
 
 /// Percent-encodes one key segment.
 pub fn segment(s: &str) -> String {
@@ -33,20 +35,19 @@ pub fn table_prefix(database: &str, schema: &str, table: &str) -> String {
     format!("{}/{}.{}", segment(database), segment(schema), segment(table))
 }
 
-/// The directory of one day of one table.
-pub fn day_prefix(item: &WorkItem, day: NaiveDate) -> String {
-    format!(
-        "{}/year={:04}/month={:02}/day={:02}/",
-        table_prefix(&item.database, &item.schema, &item.table),
-        day.year(),
-        day.month(),
-        day.day()
-    )
+/// The directory of the partition that starts on `start` (see [`Partition::floor`]).
+pub fn partition_prefix(item: &WorkItem, partition: Partition, start: NaiveDate) -> String {
+    let table = table_prefix(&item.database, &item.schema, &item.table);
+    match partition {
+        Partition::Day => format!("{table}/year={:04}/month={:02}/day={:02}/", start.year(), start.month(), start.day()),
+        Partition::Month => format!("{table}/year={:04}/month={:02}/", start.year(), start.month()),
+        Partition::Year => format!("{table}/year={:04}/", start.year()),
+    }
 }
 
-/// The key of batch `seq` of `item`, whose rows all fall on `day`.
-pub fn data_key(item: &WorkItem, day: NaiveDate, seq: i32, compression: Compression) -> String {
-    format!("{}{}-b{:06}.{}", day_prefix(item, day), item.slug(), seq, compression.extension())
+/// The key of batch `seq` of `item`, whose rows all fall in the partition starting on `start`.
+pub fn data_key(item: &WorkItem, partition: Partition, start: NaiveDate, seq: i32, compression: Compression) -> String {
+    format!("{}{}-b{:06}.{}", partition_prefix(item, partition, start), item.slug(), seq, compression.extension())
 }
 
 /// The file-name start shared by all of an item's data objects.
@@ -80,7 +81,7 @@ mod tests {
     fn keys_are_partitioned_by_the_rows_day() {
         let day = NaiveDate::from_ymd_opt(2024, 3, 5).unwrap();
         assert_eq!(
-            data_key(&item("audit_log"), day, 7, Compression::Zstd),
+            data_key(&item("audit_log"), Partition::Day, day, 7, Compression::Zstd),
             "app/public.audit_log/year=2024/month=03/day=05/20240305T000000Z-20240306T000000Z-g0-i1-b000007.jsonl.zst"
         );
         assert_eq!(
@@ -96,5 +97,14 @@ mod tests {
         assert_eq!(segment("Audit Log\"x"), "Audit%20Log%22x");
         let key = manifest_key(&item("../../x"));
         assert!(!key.split('/').any(|s| s == ".."), "{key}");
+    }
+
+    #[test]
+    fn coarser_partitions_drop_the_finer_levels() {
+        let d = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        let i = item("audit_log");
+        assert_eq!(partition_prefix(&i, Partition::Month, d), "app/public.audit_log/year=2024/month=03/");
+        assert_eq!(partition_prefix(&i, Partition::Year, NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()), "app/public.audit_log/year=2024/");
+        assert!(data_key(&i, Partition::Year, d, 2, Compression::Gzip).ends_with("/year=2024/20240305T000000Z-20240306T000000Z-g0-i1-b000002.jsonl.gz"));
     }
 }

@@ -12,12 +12,18 @@ pub mod message;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// `database/schema.table`: how every log line, summary and status names a table.
+pub fn table_label(database: &str, schema: &str, table: &str) -> String {
+    format!("{database}/{schema}.{table}")
+}
+
 /// One unit of work: the rows of one table whose timestamp falls in `[range_start, range_end)`.
 ///
 /// `generation` tells apart two items over the same range: a range that was finished once and
 /// later received late rows gets a new item with the next generation, so its objects never
 /// overwrite the first item's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkItem {
     /// Row id in the checkpoint store.
     pub id: i64,
@@ -47,7 +53,7 @@ impl WorkItem {
 
     /// `database/schema.table`, for logs and summaries.
     pub fn table_label(&self) -> String {
-        format!("{}/{}.{}", self.database, self.schema, self.table)
+        table_label(&self.database, &self.schema, &self.table)
     }
 }
 
@@ -138,6 +144,39 @@ impl TryFrom<String> for BatchState {
     }
 }
 
+/// How finely a table's objects are partitioned by the rows' dates: one folder (and at least one
+/// object) per day, month or year. Coarser partitions give fewer, larger objects for quiet tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partition {
+    #[default]
+    Day,
+    Month,
+    Year,
+}
+
+impl Partition {
+    /// The first day of the partition that holds `d`.
+    pub fn floor(self, d: chrono::NaiveDate) -> chrono::NaiveDate {
+        use chrono::Datelike;
+        match self {
+            Partition::Day => d,
+            Partition::Month => d.with_day(1).expect("day 1 exists"),
+            Partition::Year => chrono::NaiveDate::from_ymd_opt(d.year(), 1, 1).expect("January 1st exists"),
+        }
+    }
+
+    /// The first day of the partition after the one that holds `d`.
+    pub fn next(self, d: chrono::NaiveDate) -> chrono::NaiveDate {
+        let start = self.floor(d);
+        match self {
+            Partition::Day => start + chrono::Days::new(1),
+            Partition::Month => start + chrono::Months::new(1),
+            Partition::Year => start + chrono::Months::new(12),
+        }
+    }
+}
+
 /// How batch objects are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -178,6 +217,16 @@ mod tests {
         // Same printed range, different item: different keys.
         let other = WorkItem { id: 99, range_end: item.range_end + chrono::Duration::milliseconds(300), ..item.clone() };
         assert_ne!(item.slug(), other.slug());
+    }
+
+    #[test]
+    fn partitions_floor_and_step() {
+        let d = |y, m, day| chrono::NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        assert_eq!(Partition::Day.next(d(2024, 2, 29)), d(2024, 3, 1));
+        assert_eq!(Partition::Month.floor(d(2024, 2, 29)), d(2024, 2, 1));
+        assert_eq!(Partition::Month.next(d(2024, 12, 31)), d(2025, 1, 1));
+        assert_eq!(Partition::Year.floor(d(2024, 7, 4)), d(2024, 1, 1));
+        assert_eq!(Partition::Year.next(d(2024, 7, 4)), d(2025, 1, 1));
     }
 
     #[test]

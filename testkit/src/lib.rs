@@ -4,6 +4,9 @@
 //! (`S3Server`, a real `s3s-fs` process that validates checksums), so tests run in parallel
 //! without touching each other. Set `PGHOST`/`PGPORT`/`PGUSER` to use another server and
 //! `S3S_FS_BIN` to point at the `s3s-fs` binary (default: `s3s-fs` on PATH, then ~/.cargo/bin).
+//!
+//! `config::ConfigBuilder` writes the archiver's configuration file for them, `seed` fills audit
+//! tables, and `free_port` finds a loopback port for a server under test.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -12,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+pub mod config;
+pub mod rabbit;
 pub mod seed;
 
 /// `"name"`, with embedded quotes doubled (test data has no hostile names, but stay correct).
@@ -65,11 +70,6 @@ impl TestDb {
     pub fn url(&self) -> String {
         format!("postgres://{}@{}:{}/{}", pg_user(), pg_host(), pg_port(), self.name)
     }
-
-    /// YAML of a `databases[]` entry for this database (without `tables`).
-    pub fn yaml_connection(&self) -> String {
-        format!("name: {}\n    host: {}\n    port: {}\n    user: {}", self.name, pg_host(), pg_port(), pg_user())
-    }
 }
 
 impl Drop for TestDb {
@@ -113,7 +113,8 @@ pub fn s3s_fs_bin() -> PathBuf {
     PathBuf::from(home).join(".cargo/bin/s3s-fs")
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (free when asked; bind it soon).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().unwrap().port()
 }
 
@@ -167,12 +168,10 @@ impl S3Server {
         panic!("s3s-fs did not start");
     }
 
-    /// YAML of an `s3:` section for this server.
+    /// YAML of an `s3:` section for this server, `prefix` written as given (YAML). Whole
+    /// configurations come from `config::ConfigBuilder`.
     pub fn yaml(&self, prefix: &str) -> String {
-        format!(
-            "s3:\n  endpoint: {}\n  bucket: {}\n  prefix: {prefix}\n  region: us-east-1\n  access_key_id: {}\n  secret_access_key: {}\n",
-            self.endpoint, self.bucket, self.access_key, self.secret_key
-        )
+        config::S3Storage::of(self, "").section(prefix)
     }
 
     /// Where the bucket's objects are on disk.

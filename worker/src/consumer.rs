@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use archiver_proto::{message, ItemState, WorkItem};
 use backon::BackoffBuilder;
@@ -51,21 +51,19 @@ impl WorkerOptions {
     }
 }
 
-/// What one worker is doing right now, shared between its delivery tasks without a global lock.
-#[derive(Debug, Clone)]
-pub struct InFlight {
-    pub item: WorkItem,
-    pub started: Instant,
-}
-
 struct Shared {
     pipeline: Pipeline,
     queue: QueueConfig,
     allow: HashSet<(String, String, String)>,
-    in_flight: DashMap<i64, InFlight>,
+    /// What this worker is doing right now, shared between its delivery tasks without a global lock.
+    in_flight: DashMap<i64, WorkItem>,
     /// Cancelled on shutdown: items stop at their next safe point.
     items: CancellationToken,
     progress: Progress,
+    /// Set, with the worker stopped, on an error every item would meet (the object store refuses
+    /// us): the worker exits with it instead of failing item after item.
+    fatal: std::sync::Mutex<Option<String>>,
+    stop: CancellationToken,
 }
 
 /// Runs until `shutdown`: checks everything it needs first (fails fast naming what is wrong),
@@ -76,7 +74,7 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
     // Fail fast on an unreachable broker too; later losses are retried.
     Broker::connect(&queue, &format!("archiver-worker {} (check)", opts.worker_id)).await?.close().await;
     if let Some(addr) = opts.metrics_addr {
-        archiver_engine::observe::serve(addr, archiver_engine::observe::readiness(&prepared, Some(queue.clone())), shutdown.clone()).await?;
+        archiver_engine::observe::serve_for(addr, &prepared, Some(queue.clone()), shutdown.clone()).await?;
     }
     let pipeline = Pipeline::new(&prepared, &config, opts.worker_id.clone(), true).with_hooks(opts.hooks.clone());
     let shared = Arc::new(Shared {
@@ -86,38 +84,33 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
         in_flight: DashMap::new(),
         items: CancellationToken::new(),
         progress: Progress::default(),
+        fatal: Default::default(),
+        stop: shutdown.child_token(),
     });
+    let reporter = tokio::spawn(report_progress(shared.clone()));
     let mut tasks = JoinSet::new();
+    consume(&shared, &opts, &mut tasks).await;
+    drain(&shared, tasks, opts.shutdown_grace).await;
+    reporter.abort();
+    let fatal = shared.fatal.lock().expect("fatal lock").take();
+    match fatal {
+        Some(why) => anyhow::bail!("stopped: {why}"),
+        None => Ok(()),
+    }
+}
+
+/// Consumes until the worker stops, reconnecting with backoff whenever the connection drops.
+async fn consume(shared: &Arc<Shared>, opts: &WorkerOptions, tasks: &mut JoinSet<()>) {
+    let shutdown = shared.stop.clone();
     let mut backoff = reconnect_backoff();
-    'connect: while !shutdown.is_cancelled() {
-        let name = format!("archiver-worker {}", opts.worker_id);
-        let broker = match Broker::connect(&shared.queue, &name).await {
-            Ok(b) => Arc::new(b),
-            Err(e) => {
-                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
-                tracing::warn!(error = %e, ?wait, "cannot reach RabbitMQ; retrying");
-                tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = shutdown.cancelled() => break }
-            }
-        };
-        let consumer = async {
-            broker.channel.basic_qos(opts.concurrency.clamp(1, u16::MAX as usize) as u16, BasicQosOptions::default()).await?;
-            broker
-                .channel
-                .basic_consume(
-                    broker.names.work.as_str().into(),
-                    opts.worker_id.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-        }
-        .await;
-        let mut consumer = match consumer {
+    while !shutdown.is_cancelled() {
+        let subscribed = subscribe(shared, opts).await;
+        let (broker, mut consumer) = match subscribed {
             Ok(c) => c,
             Err(e) => {
                 let wait = backoff.next().unwrap_or(Duration::from_secs(30));
-                tracing::warn!(error = %e, ?wait, "cannot consume; reconnecting");
-                tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = shutdown.cancelled() => break }
+                tracing::warn!(error = %e, ?wait, "cannot consume from RabbitMQ; retrying");
+                tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = shutdown.cancelled() => return }
             }
         };
         backoff = reconnect_backoff();
@@ -126,7 +119,7 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     let _ = broker.channel.basic_cancel(opts.worker_id.as_str().into(), BasicCancelOptions::default()).await;
-                    break 'connect;
+                    return;
                 }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
@@ -134,28 +127,61 @@ pub async fn run(config: Arc<Config>, opts: WorkerOptions, shutdown: Cancellatio
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "lost the broker connection; reconnecting");
-                        continue 'connect;
+                        break;
                     }
                     None => {
                         tracing::warn!("the broker cancelled the consumer; reconnecting");
-                        continue 'connect;
+                        break;
                     }
                 },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
     }
-    // Shutdown: every item stops at its next safe point and is handed back.
+}
+
+/// Connects, sets the prefetch and starts consuming the work queue.
+async fn subscribe(shared: &Shared, opts: &WorkerOptions) -> anyhow::Result<(Arc<Broker>, lapin::Consumer)> {
+    let broker = Arc::new(Broker::connect(&shared.queue, &format!("archiver-worker {}", opts.worker_id)).await?);
+    broker.channel.basic_qos(opts.concurrency.clamp(1, u16::MAX as usize) as u16, BasicQosOptions::default()).await?;
+    let consumer = broker
+        .channel
+        .basic_consume(
+            broker.names.work.as_str().into(),
+            opts.worker_id.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((broker, consumer))
+}
+
+/// Shutdown: every item stops at its next safe point and is handed back, within `grace`.
+async fn drain(shared: &Shared, mut tasks: JoinSet<()>, grace: Duration) {
     tracing::info!(in_flight = shared.in_flight.len(), "shutting down: bringing in-flight items to a safe point");
     shared.items.cancel();
-    let drained = tokio::time::timeout(opts.shutdown_grace, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::error!(
-            items = ?shared.in_flight.iter().map(|e| e.item.slug()).collect::<Vec<_>>(),
+            items = ?shared.in_flight.iter().map(|e| e.value().slug()).collect::<Vec<_>>(),
             "items did not reach a safe point in time; their leases will expire and another worker resumes them"
         );
     }
-    Ok(())
+}
+
+/// One INFO line a minute while work is done (per-item lines are at DEBUG).
+async fn report_progress(shared: Arc<Shared>) {
+    use std::sync::atomic::Ordering;
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let rows = shared.progress.rows.load(Ordering::Relaxed);
+        if rows != last {
+            let mib = shared.progress.bytes.load(Ordering::Relaxed) / (1024 * 1024);
+            tracing::info!(rows_archived = rows, rows_last_minute = rows - last, mib, in_flight = shared.in_flight.len(), "progress");
+            last = rows;
+        }
+    }
 }
 
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {
@@ -209,7 +235,7 @@ async fn retry_later(shared: &Shared, broker: &Broker, d: &Delivery) {
 async fn handle(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery) {
     let item = match message::decode(&d.data) {
         Ok(item) => item,
-        Err(reason) => return dead_letter(&broker, &d, &reason).await,
+        Err(reason) => return dead_letter(&broker, &d, &reason.to_string()).await,
     };
     // The item's trace began when the coordinator published it.
     let span = archiver_engine::pipeline::item_span(&item, &shared.pipeline.worker_id);
@@ -247,7 +273,7 @@ async fn handle_item(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery, item
             return retry_later(&shared, &broker, &d).await;
         }
     }
-    shared.in_flight.insert(item.id, InFlight { item: item.clone(), started: Instant::now() });
+    shared.in_flight.insert(item.id, item.clone());
     let result = shared.pipeline.run_item(item.id, &item.database, &shared.items, &shared.progress).await;
     shared.in_flight.remove(&item.id);
     match result {
@@ -258,6 +284,12 @@ async fn handle_item(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery, item
             _ => retry_later(&shared, &broker, &d).await,
         },
         Err(PipelineError::Cancelled) => requeue(&d).await,
+        // The item was handed back; so is its message. Stop this worker: every item would fail.
+        Err(e) if e.stops_the_run() => {
+            requeue(&d).await;
+            shared.fatal.lock().expect("fatal lock").get_or_insert_with(|| e.to_string());
+            shared.stop.cancel();
+        }
         // Someone else owns the item now.
         Err(PipelineError::LeaseLost) => ack(&d).await,
         // Test-only crash emulation: leave the message unacknowledged, as a dead process would.

@@ -1,5 +1,8 @@
-//! Shared helpers of the coordinator's integration tests.
+//! Shared helpers of the coordinator's integration tests; `distributed_env` those of the
+//! distributed-mode tests.
 #![allow(dead_code)]
+
+pub mod distributed_env;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +11,7 @@ use std::sync::Arc;
 use archiver_coordinator::standalone::{self, Outcome, RunOptions};
 use archiver_coordinator::summary::Summary;
 use archiver_proto::{manifest::Manifest, Compression, WorkItem};
+pub use archiver_testkit::config::{ConfigBuilder, Database, Queue, Storage, Table};
 use archiver_testkit::{S3Server, TestDb};
 use archiver_engine::config::{self, Config};
 use archiver_engine::pipeline::{encode, Hooks, PipelineError, Point};
@@ -20,25 +24,38 @@ pub fn parse(yaml: &str) -> Config {
     config::parse("test.yaml", yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}")).config
 }
 
-/// A YAML config: `storage` is an `s3:`/`storage:` section, `defaults` extra lines under
-/// `defaults:`, `tables` the `tables:` list items.
-pub fn yaml(db: &TestDb, storage: &str, defaults: &str, tables: &str) -> String {
-    let mut d = String::from("  retention_days: 90\n");
-    if !defaults.contains("batch_size") {
-        d.push_str("  batch_size: 1000\n");
-    }
-    format!(
-        "{storage}\ndefaults:\n{d}{defaults}\ncheckpoint:\n  lease_duration: 3s\ndatabases:\n  - {}\n    tables:\n{tables}",
-        db.yaml_connection()
-    )
+/// The tests' configuration: `storage`, `retention_days: 90`, `batch_size: 1000`, a 3 s lease
+/// and the database `db` (a `&TestDb` or a `Database`), to which tables are added.
+pub fn test_config(db: impl Into<Database>, storage: impl Into<Storage>) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .storage(storage)
+        .set_default("retention_days", 90)
+        .set_default("batch_size", 1000)
+        .checkpoint("lease_duration", "3s")
+        .database(db)
 }
 
-pub const AUDIT_TABLE: &str = "      - name: audit_log\n        timestamp_column: created_at\n        primary_key: id\n";
+/// What `builder` writes, parsed.
+pub fn load(builder: &ConfigBuilder) -> Config {
+    parse(&builder.yaml())
+}
+
+/// A configuration written to a file, for the binaries: its directory and its path.
+pub fn config_file(builder: &ConfigBuilder) -> (tempfile::TempDir, String) {
+    let (dir, path) = builder.write_temp();
+    let path = path.to_str().expect("a UTF-8 temporary path").to_string();
+    (dir, path)
+}
+
+/// The table `seeded` fills.
+pub fn audit_table() -> Table {
+    Table::audit("audit_log")
+}
 
 pub async fn run(config: &Config, opts: RunOptions) -> Summary {
     match standalone::run(config, opts, CancellationToken::new()).await.expect("run") {
         Outcome::Ran(s) => s,
-        Outcome::DryRun(_) => panic!("not a dry run"),
+        Outcome::DryRun { .. } => panic!("not a dry run"),
     }
 }
 
@@ -57,7 +74,7 @@ pub async fn snapshot(db: &TestDb, table: &str) -> BTreeMap<String, Value> {
 pub async fn archived(store: &dyn ObjectStore) -> Vec<(String, Vec<Value>)> {
     let mut out = Vec::new();
     for key in store.list("").await.unwrap() {
-        if key.contains("/_manifests/") {
+        if key.contains("_manifests/") {
             continue;
         }
         let compression = if key.ends_with(".jsonl.zst") {
@@ -82,7 +99,7 @@ pub async fn archived(store: &dyn ObjectStore) -> Vec<(String, Vec<Value>)> {
 pub async fn manifests(store: &dyn ObjectStore) -> Vec<Manifest> {
     let mut out = Vec::new();
     for key in store.list("").await.unwrap() {
-        if key.contains("/_manifests/") {
+        if key.contains("_manifests/") {
             out.push(serde_json::from_slice(&store.get(&key).await.unwrap().unwrap()).unwrap());
         }
     }
@@ -177,6 +194,20 @@ impl Hooks for CrashAt {
     }
 }
 
+/// Runs `bin args` with `ARCHIVER_CRASH_AT=crash_at` (a test build's fault injection) and checks
+/// that the process died by a signal there, as a crashed process would.
+pub async fn crash_process(bin: &str, args: &[&str], crash_at: &str) {
+    let status = tokio::process::Command::new(bin)
+        .args(args)
+        .env("ARCHIVER_CRASH_AT", crash_at)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.code().is_none(), "{bin} should die by a signal at {crash_at}: {status:?}");
+}
+
 pub async fn s3_and_db() -> (TestDb, S3Server) {
     let (db, s3) = tokio::join!(TestDb::new(), S3Server::start());
     (db, s3)
@@ -200,7 +231,12 @@ pub async fn manual_vacuums(db: &TestDb, table: &str, want: i64) -> i64 {
 }
 
 /// Two audit tables: `audit_vacuumed` with `vacuum_type: standard` on, `audit_plain` without.
-pub const VACUUM_TABLES: &str = "      - name: audit_vacuumed\n        timestamp_column: created_at\n        primary_key: id\n        vacuum_after_archive: true\n        vacuum_type: standard\n      - name: audit_plain\n        timestamp_column: created_at\n        primary_key: id\n";
+pub fn vacuum_tables() -> [Table; 2] {
+    [
+        Table::audit("audit_vacuumed").set("vacuum_after_archive", true).set("vacuum_type", "standard"),
+        Table::audit("audit_plain"),
+    ]
+}
 
 pub async fn seed_vacuum_tables(db: &TestDb, rows: u64) {
     for t in ["audit_vacuumed", "audit_plain"] {

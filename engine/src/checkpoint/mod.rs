@@ -10,6 +10,8 @@ use std::time::Duration;
 use archiver_proto::{checkpoint_schema, WorkItem};
 
 pub use archiver_proto::{BatchState, ItemState};
+
+mod presence;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgPool, Postgres, Row};
@@ -129,6 +131,17 @@ impl<'r> FromRow<'r, PgRow> for BatchRecord {
 const ITEM_COLUMNS: &str = "id, database, schema_name, table_name, range_start, range_end, generation, state, \
      lease_owner, lease_until, attempts, last_error, rows_archived, bytes_archived, objects, rows_short";
 
+/// Waits for the transaction-scoped advisory lock named `audit_archiver:{name}`. Its id is the
+/// server's hash of the name, the same in every process, so two archivers planning the same table
+/// (or migrating the same store) exclude each other; it is released when the transaction ends.
+pub async fn advisory_xact_lock(conn: &mut sqlx::PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("audit_archiver:{name}"))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// The checkpoint tables of one database (a source database, or the shared `checkpoint.url`).
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
@@ -137,6 +150,8 @@ pub struct CheckpointStore {
     /// True when these tables live in the source database itself, so that a delete and its
     /// checkpoint commit in one transaction.
     pub in_source: bool,
+    /// Set once this process holds its presence lock here (shared by every clone).
+    present: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// Why the checkpoint tables could not be prepared.
@@ -153,7 +168,16 @@ pub enum MigrateError {
 
 impl CheckpointStore {
     pub fn new(pool: PgPool, schema: &str, in_source: bool) -> Self {
-        CheckpointStore { pool, schema: schema.to_string(), in_source }
+        CheckpointStore { pool, schema: schema.to_string(), in_source, present: Default::default() }
+    }
+
+    /// Holds `owner`'s presence lock in this store for the rest of the process (once; later
+    /// calls return at once), so that when the process dies its claims can be taken over at once.
+    pub async fn ensure_presence(&self, owner: &str) -> Result<(), sqlx::Error> {
+        self.present
+            .get_or_try_init(|| presence::hold((*self.pool.connect_options()).clone(), owner.to_string(), Default::default()))
+            .await
+            .map(drop)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -170,10 +194,7 @@ impl CheckpointStore {
     /// whose id is derived from the schema name (the same in every process).
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("audit_archiver:migrate:{}", self.schema))
-            .execute(&mut *tx)
-            .await?;
+        advisory_xact_lock(&mut tx, &format!("migrate:{}", self.schema)).await?;
         for stmt in checkpoint_schema::version_table(&self.schema) {
             sqlx::query(&stmt).execute(&mut *tx).await?;
         }
@@ -187,7 +208,8 @@ impl CheckpointStore {
             }
             Some(v) => {
                 for from in v..supported {
-                    for stmt in checkpoint_schema::upgrade_statements(&self.schema, from) {
+                    let step = checkpoint_schema::UPGRADES[(from - 1) as usize];
+                    for stmt in step(&self.schema) {
                         sqlx::query(&stmt).execute(&mut *tx).await?;
                     }
                     self.record_version(&mut tx, from + 1).await?;
@@ -347,15 +369,18 @@ impl CheckpointStore {
         Ok(items)
     }
 
-    /// Claims an item for `owner` if it is pending, failed, or running under an expired lease.
-    /// Returns None if it is done or another worker holds a live lease.
+    /// Claims an item for `owner` if it is pending, failed, or running under a lease that expired
+    /// or whose owner is gone (holds no presence lock: its process died). Returns None if it is
+    /// done or another live worker holds it. Call [`CheckpointStore::ensure_presence`] first.
     pub async fn claim(&self, id: i64, owner: &str, lease: Duration) -> Result<Option<ItemRow>, sqlx::Error> {
         sqlx::query_as(&format!(
             "UPDATE {} SET state = 'running', lease_owner = $2, lease_until = now() + $3,
                 attempts = attempts + 1, updated_at = now()
-             WHERE id = $1 AND (state IN ('pending', 'failed') OR (state = 'running' AND lease_until < now()))
+             WHERE id = $1 AND (state IN ('pending', 'failed')
+                 OR (state = 'running' AND (lease_until < now() OR NOT {})))
              RETURNING {ITEM_COLUMNS}",
-            self.t("work_items")
+            self.t("work_items"),
+            presence::alive_sql("lease_owner")
         ))
         .bind(id)
         .bind(owner)

@@ -31,6 +31,63 @@ pub mod names {
     pub const ROWS_ELIGIBLE: &str = "archiver_rows_eligible";
 }
 
+/// The `# HELP` text of every metric.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(names::RECORDS_ARCHIVED, "Rows archived: stored, verified, recorded and deleted from the source table.");
+    describe_counter!(names::BYTES_UPLOADED, Unit::Bytes, "Compressed bytes of batch objects stored and verified.");
+    describe_counter!(names::BATCHES, "Batch objects archived (manifests are not counted).");
+    describe_histogram!(names::BATCH_DURATION, Unit::Seconds, "Time a batch spends in each pipeline stage, by stage.");
+    describe_counter!(names::ERRORS, "Work items that stopped on an error, by stage and kind (transient, permanent, lost).");
+    describe_gauge!(names::ITEMS_IN_FLIGHT, "Work items this process is archiving now.");
+    describe_gauge!(names::MEMORY, Unit::Bytes, "Resident memory of this process.");
+    describe_gauge!(names::DB_CONNECTIONS, "Source database connections in use, by database.");
+    describe_gauge!(names::LAST_SUCCESS, Unit::Seconds, "Unix time the last work item of a table finished.");
+    describe_gauge!(names::ROWS_ELIGIBLE, "Rows older than the table's retention cutoff still in the table (the backlog).");
+}
+
+/// Every (stage, kind) pair `archiver_errors_total` can carry.
+pub const ERROR_LABELS: [(&str, &str); 8] = [
+    ("database", "transient"),
+    ("database", "permanent"),
+    ("storage", "transient"),
+    ("storage", "permanent"),
+    ("verify", "permanent"),
+    ("checkpoint", "permanent"),
+    ("lease", "lost"),
+    ("config", "permanent"),
+];
+
+/// Exports every counter and gauge at 0 for the labels known at start-up (each table, each error
+/// kind), so dashboards and alerts see 0 rather than "no data" until the first event.
+pub fn zero(prepared: &crate::setup::Prepared) {
+    for info in &prepared.tables {
+        let labels = [("database", info.settings.database.clone()), ("table", info.settings.table.clone())];
+        metrics::counter!(names::RECORDS_ARCHIVED, &labels).absolute(0);
+        metrics::counter!(names::BYTES_UPLOADED, &labels).absolute(0);
+        metrics::counter!(names::BATCHES, &labels).absolute(0);
+    }
+    for (stage, kind) in ERROR_LABELS {
+        metrics::counter!(names::ERRORS, "stage" => stage, "kind" => kind).absolute(0);
+    }
+    metrics::gauge!(names::ITEMS_IN_FLIGHT).set(0.0);
+}
+
+/// Serves the endpoints for a prepared process: readiness of its databases, store and broker,
+/// every metric exported from the start, and the backlog gauge kept fresh (every minute) for as
+/// long as the process serves.
+pub async fn serve_for(
+    addr: SocketAddr,
+    prepared: &crate::setup::Prepared,
+    queue: Option<crate::config::QueueConfig>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let bound = serve(addr, readiness(prepared, queue), shutdown.clone()).await?;
+    zero(prepared);
+    tokio::spawn(super::backlog::refresh(prepared.clone(), Duration::from_secs(60), shutdown));
+    Ok(bound)
+}
+
 /// One readiness check: its name and, if it failed, why.
 pub type CheckResult = (String, Result<(), String>);
 pub type Readiness = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<CheckResult>> + Send>> + Send + Sync>;
@@ -47,14 +104,16 @@ pub fn install_recorder() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let buckets = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(names::BATCH_DURATION.into()),
                     &buckets,
                 )
                 .expect("valid buckets")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            describe();
+            handle
         })
         .clone()
 }

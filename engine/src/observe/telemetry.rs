@@ -14,6 +14,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -123,12 +124,29 @@ fn exporter(s: &TraceSettings) -> Result<opentelemetry_otlp::SpanExporter, Telem
 /// Installs logging (`RUST_LOG` filters, default `info`; `json` or `text` on stderr) and, when an
 /// OTLP endpoint is configured, the trace exporter. Call it inside the Tokio runtime.
 pub fn init(log_format: &str, cfg: &TelemetryConfig, default_service: &str) -> Result<Telemetry, TelemetryError> {
+    init_with_writer(log_format, cfg, default_service, BoxMakeWriter::new(std::io::stderr))
+}
+
+/// Colour codes only for a person at a terminal: never into a file or a pipe, nor with `NO_COLOR`.
+pub fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// [`init`], with log lines written through `writer` (stderr, or a writer that keeps them clear
+/// of a progress bar).
+pub fn init_with_writer(
+    log_format: &str,
+    cfg: &TelemetryConfig,
+    default_service: &str,
+    writer: BoxMakeWriter,
+) -> Result<Telemetry, TelemetryError> {
     let settings = TraceSettings::resolve(cfg, default_service, &|k| std::env::var(k).ok()).map_err(TelemetryError::Settings)?;
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,aws=warn,lapin=warn,opentelemetry=warn"))
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(colour_wanted());
     let fmt = if log_format == "json" { fmt.json().boxed() } else { fmt.boxed() };
     let registry = tracing_subscriber::registry().with(fmt.with_filter(filter()));
     let Some(endpoint) = settings.endpoint.clone() else {

@@ -76,11 +76,19 @@ impl ItemRun<'_> {
     async fn archive_rest(&self, recorded: &[BatchRecord]) -> Result<(), PipelineError> {
         let start = match recorded.last() {
             Some(b) => Start {
-                window: Window { start: b.day.and_hms_opt(0, 0, 0).unwrap().and_utc().max(self.item.range_start), end: b.window_end },
+                window: Window {
+                    start: b.day.and_hms_opt(0, 0, 0).unwrap().and_utc().max(self.item.range_start),
+                    end: b.window_end,
+                    partition: self.info.settings.partition,
+                },
                 after: Some((b.last_ts.clone(), b.last_pk.clone())),
                 seq: b.seq + 1,
             },
-            None => Start { window: Window::at(self.item.range_start, self.item.range_end), after: None, seq: 0 },
+            None => Start {
+                window: Window::at(self.item.range_start, self.item.range_end, self.info.settings.partition),
+                after: None,
+                seq: 0,
+            },
         };
         let producer = Producer {
             pool: self.source.pool.clone(),
@@ -114,7 +122,7 @@ impl ItemRun<'_> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(PipelineError::LeaseLost);
         }
-        let key = layout::data_key(&self.item, window.day(), seq, self.info.settings.compression);
+        let key = layout::data_key(&self.item, window.partition, window.day(), seq, self.info.settings.compression);
         let size = batch.encoded.body.len() as u64;
         span.record("key", key.as_str());
         let store = &*self.pipeline.store;
@@ -164,7 +172,7 @@ impl ItemRun<'_> {
     async fn commit(&self) -> Result<ItemReport, PipelineError> {
         let (item, cp) = (&self.item, &self.source.checkpoints);
         let batches = cp.batches(item.id).await?;
-        manifest::remove_strays(&*self.pipeline.store, item, &batches).await?;
+        manifest::remove_strays(&*self.pipeline.store, item, self.info.settings.partition, &batches).await?;
         let manifest = manifest::build(item, &self.info, &batches);
         let key = layout::manifest_key(item);
         let body = bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).expect("manifest serializes"));
@@ -183,7 +191,7 @@ impl ItemRun<'_> {
             objects: manifest.objects.len() as i64,
             rows_short: batches.iter().map(|b| b.row_count - b.deleted_count.unwrap_or(b.row_count)).sum(),
         };
-        tracing::info!(item = %item.slug(), table = %item.table_label(), rows = report.rows, objects = report.objects, "work item done");
+        tracing::debug!(item = %item.slug(), table = %item.table_label(), rows = report.rows, objects = report.objects, "work item done");
         Ok(report)
     }
 }

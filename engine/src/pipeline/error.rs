@@ -61,6 +61,13 @@ impl PipelineError {
         }
     }
 
+    /// Every other item would fail the same way (the object store refuses our credentials, the
+    /// bucket is missing or invalid, ...): stop the run with this one error instead of failing
+    /// item after item. The item is handed back, not failed: the fault is not the item's.
+    pub fn stops_the_run(&self) -> bool {
+        matches!(self, PipelineError::Storage(e) if e.is_permanent())
+    }
+
     /// An emulated crash (test builds only): the caller must leave everything as a dead process
     /// would. Always false in a release build.
     pub fn is_injected_crash(&self) -> bool {

@@ -5,6 +5,7 @@
 //! with their primary keys and row versions (`xmin`). Invariants: never OFFSET; rows whose
 //! timestamp is NULL never match (`>=` is never true for NULL); nothing is locked or changed.
 
+use archiver_proto::Partition;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;
 use sqlx::{PgConnection, Row};
@@ -50,22 +51,25 @@ impl TableSql {
     }
 }
 
-/// A day-aligned slice of a work item's range; a batch never spans two windows.
+/// A partition-aligned slice of a work item's range (a UTC day, month or year); a batch never
+/// spans two windows, so its rows all belong to one date partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    pub partition: Partition,
 }
 
 impl Window {
-    /// The window that starts at `start`: up to the next UTC midnight or `range_end`.
-    pub fn at(start: DateTime<Utc>, range_end: DateTime<Utc>) -> Self {
-        let next_midnight = (start.date_naive() + chrono::Days::new(1)).and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-        Window { start, end: next_midnight.min(range_end) }
+    /// The window that starts at `start`: up to the next partition boundary (UTC) or `range_end`.
+    pub fn at(start: DateTime<Utc>, range_end: DateTime<Utc>, partition: Partition) -> Self {
+        let next = partition.next(start.date_naive()).and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        Window { start, end: next.min(range_end), partition }
     }
 
+    /// The first day of the window's partition: where its objects go.
     pub fn day(&self) -> NaiveDate {
-        self.start.date_naive()
+        self.partition.floor(self.start.date_naive())
     }
 }
 
@@ -168,12 +172,23 @@ mod tests {
     fn windows_stop_at_midnight_and_range_end() {
         let start = Utc.with_ymd_and_hms(2024, 1, 1, 18, 0, 0).unwrap();
         let end = Utc.with_ymd_and_hms(2024, 1, 3, 6, 0, 0).unwrap();
-        let w = Window::at(start, end);
+        let w = Window::at(start, end, Partition::Day);
         assert_eq!(w.end, Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap());
-        let w2 = Window::at(w.end, end);
+        let w2 = Window::at(w.end, end, Partition::Day);
         assert_eq!(w2.end, Utc.with_ymd_and_hms(2024, 1, 3, 0, 0, 0).unwrap());
-        let w3 = Window::at(w2.end, end);
+        let w3 = Window::at(w2.end, end, Partition::Day);
         assert_eq!(w3.end, end);
         assert_eq!(w3.day(), NaiveDate::from_ymd_opt(2024, 1, 3).unwrap());
+    }
+
+    #[test]
+    fn month_windows_span_the_month_and_name_its_first_day() {
+        let start = Utc.with_ymd_and_hms(2024, 1, 20, 6, 0, 0).unwrap();
+        let end = Utc.with_ymd_and_hms(2024, 4, 1, 0, 0, 0).unwrap();
+        let w = Window::at(start, end, Partition::Month);
+        assert_eq!(w.end, Utc.with_ymd_and_hms(2024, 2, 1, 0, 0, 0).unwrap());
+        assert_eq!(w.day(), NaiveDate::from_ymd_opt(2024, 1, 1).unwrap());
+        let y = Window::at(start, end, Partition::Year);
+        assert_eq!((y.end, y.day()), (end, NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()));
     }
 }

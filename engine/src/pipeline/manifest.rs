@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use archiver_proto::manifest::{KeyBound, Manifest, ManifestObject, FORMAT};
-use archiver_proto::{layout, WorkItem};
+use archiver_proto::{layout, Partition, WorkItem};
 use chrono::Utc;
 
 use crate::checkpoint::BatchRecord;
@@ -53,20 +53,25 @@ pub(super) fn build(item: &WorkItem, info: &TableInfo, batches: &[BatchRecord]) 
 
 /// Deletes this item's data objects that no batch record names: left by an attempt that crashed
 /// between upload and record, or overtaken by a retry that cut batches differently.
-pub(super) async fn remove_strays(store: &dyn ObjectStore, item: &WorkItem, batches: &[BatchRecord]) -> Result<(), PipelineError> {
+pub(super) async fn remove_strays(
+    store: &dyn ObjectStore,
+    item: &WorkItem,
+    partition: Partition,
+    batches: &[BatchRecord],
+) -> Result<(), PipelineError> {
     let keep: BTreeSet<&str> = batches.iter().map(|b| b.object_key.as_str()).collect();
     let name_prefix = layout::data_name_prefix(item);
-    let mut day = item.range_start.date_naive();
+    let mut day = partition.floor(item.range_start.date_naive());
     let last = (item.range_end - chrono::Duration::microseconds(1)).date_naive();
     while day <= last {
-        let prefix = format!("{}{}", layout::day_prefix(item, day), name_prefix);
+        let prefix = format!("{}{}", layout::partition_prefix(item, partition, day), name_prefix);
         for key in store.list(&prefix).await? {
             if !keep.contains(key.as_str()) {
                 tracing::info!(%key, "removing an object of an interrupted attempt that no batch record names");
                 store.delete(&key).await?;
             }
         }
-        day = day.succ_opt().expect("date in range");
+        day = partition.next(day);
     }
     Ok(())
 }

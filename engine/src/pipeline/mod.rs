@@ -137,6 +137,7 @@ impl Pipeline {
     ) -> Result<Option<ItemReport>, PipelineError> {
         let source = self.source(database)?;
         let cp = &source.checkpoints;
+        cp.ensure_presence(&self.worker_id).await?;
         let Some(row) = cp.claim(item_id, &self.worker_id, self.lease).await? else {
             return Ok(None);
         };
@@ -195,6 +196,11 @@ impl Pipeline {
                 Err(PipelineError::Cancelled)
             }
             Err(PipelineError::LeaseLost) => Err(PipelineError::LeaseLost),
+            Err(e) if e.stops_the_run() => {
+                tracing::error!(item = %item.slug(), table = %item.table_label(), error = %e, "the object store refuses us; handing the item back and stopping");
+                cp.release_with_error(item.id, &self.worker_id, &e.to_string()).await?;
+                Err(e)
+            }
             Err(e) if self.hand_back_transient && e.is_retryable() => {
                 tracing::warn!(item = %item.slug(), table = %item.table_label(), error = %e, "work item hit a transient error; handing it back");
                 cp.release_with_error(item.id, &self.worker_id, &e.to_string()).await?;

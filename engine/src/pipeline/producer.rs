@@ -79,7 +79,7 @@ impl Producer {
             if window.end >= self.item.range_end {
                 return;
             }
-            window = Window::at(window.end, self.item.range_end);
+            window = Window::at(window.end, self.item.range_end, window.partition);
             after = None;
         }
     }

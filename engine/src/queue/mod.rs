@@ -173,6 +173,17 @@ impl Broker {
         Ok(n)
     }
 
+    /// Consumers attached to the work queue: 0 when no worker is there to take items.
+    pub async fn consumers(&self) -> Result<u32, QueueError> {
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let q = self
+            .channel
+            .queue_declare(self.names.work.as_str().into(), passive, FieldTable::default())
+            .await
+            .map_err(broker_err("count the work queue's consumers"))?;
+        Ok(q.consumer_count())
+    }
+
     /// Parks a message in the retry queue for `delay`, after which it returns to the work queue.
     pub async fn publish_retry(&self, body: &[u8], headers: FieldTable, delay: Duration) -> Result<(), QueueError> {
         let props = BasicProperties::default()

@@ -67,6 +67,36 @@ fn with_session(opts: PgConnectOptions) -> PgConnectOptions {
         .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(30))
 }
 
+/// Opens one connection to check that the database is reachable and accepts us, within
+/// `timeout`. The error names host, port and database, the cause in one line, and what to check.
+pub async fn probe(opts: &PgConnectOptions, timeout: Duration) -> Result<(), String> {
+    use sqlx::{ConnectOptions, Connection};
+    let place = format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default database)"));
+    match tokio::time::timeout(timeout, opts.connect()).await {
+        Err(_) => Err(format!(
+            "{place}: no answer within {}s: check the host and port, and that no firewall drops the connection",
+            timeout.as_secs()
+        )),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(sqlx::Error::Io(e))) => Err(format!("{place}: cannot connect: {e}: check that PostgreSQL runs there and listens on TCP")),
+        Ok(Err(sqlx::Error::Tls(e))) => Err(format!("{place}: TLS failed: {e}")),
+        Ok(Err(sqlx::Error::Database(e))) => {
+            let advice = match e.code().as_deref() {
+                Some("28P01" | "28000") => ": check the user and password (password_env)",
+                Some("3D000") => ": check the database name",
+                Some("53300") => ": the server has no connection slot left",
+                Some("57P03") => ": the server is starting up or shutting down; try again shortly",
+                _ => "",
+            };
+            Err(format!("{place}: {}{advice}", e.message()))
+        }
+        Ok(Err(e)) => Err(format!("{place}: {e}")),
+    }
+}
+
 /// A pool of at most `size` connections, none kept open once unused for `idle`. Connecting is
 /// lazy: errors show at first use, where the caller names the database.
 pub fn pool(opts: PgConnectOptions, size: u32, idle: Duration) -> PgPool {

@@ -33,22 +33,25 @@ pub enum TableError {
 
 impl TableInfo {
     pub async fn inspect(pool: &PgPool, settings: &TableSettings) -> Result<Self, TableError> {
-        let label = format!("{}/{}.{}", settings.database, settings.schema, settings.table);
+        let label = archiver_proto::table_label(&settings.database, &settings.schema, &settings.table);
         let invalid = |problem: String| TableError::Invalid { table: label.clone(), problem };
         let db_err = |source| TableError::Database { table: label.clone(), source };
 
-        let oid: Option<(sqlx::postgres::types::Oid,)> = sqlx::query_as(
-            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+        let rel: Option<(sqlx::postgres::types::Oid, i8, i8)> = sqlx::query_as(
+            "SELECT c.oid, c.relkind, c.relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2",
         )
         .bind(&settings.schema)
         .bind(&settings.table)
         .fetch_optional(pool)
         .await
         .map_err(db_err)?;
-        let Some((oid,)) = oid else {
+        let Some((oid, kind, persistence)) = rel else {
             return Err(invalid("table does not exist".into()));
         };
+        if let Some(problem) = refusal(&settings.schema, kind as u8 as char, persistence as u8 as char) {
+            return Err(invalid(problem));
+        }
         let cols: Vec<(String, String, i16, bool)> = sqlx::query_as(
             "SELECT attname::text, format_type(atttypid, atttypmod), attnum, attnotnull FROM pg_attribute
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
@@ -103,8 +106,35 @@ impl TableInfo {
     }
 
     pub fn label(&self) -> String {
-        format!("{}/{}.{}", self.settings.database, self.settings.schema, self.settings.table)
+        archiver_proto::table_label(&self.settings.database, &self.settings.schema, &self.settings.table)
     }
+}
+
+/// Why a relation must never be archived, if it must not: only ordinary and partitioned user
+/// tables qualify. System catalogs hold the database's own state (roles, password hashes), views
+/// and foreign tables hold no rows of their own, and a temporary table belongs to one session.
+pub fn refusal(schema: &str, relkind: char, persistence: char) -> Option<String> {
+    let system = matches!(schema, "pg_catalog" | "information_schema" | "pg_toast")
+        || schema.starts_with("pg_temp_")
+        || schema.starts_with("pg_toast_temp_");
+    if system {
+        return Some(format!("schema {schema:?} belongs to PostgreSQL itself; system catalogs are never archived"));
+    }
+    if persistence == 't' {
+        return Some("is a temporary table; only permanent tables are archived".into());
+    }
+    let what = match relkind {
+        'r' | 'p' => return None,
+        'v' => "a view",
+        'm' => "a materialized view",
+        'f' => "a foreign table",
+        'S' => "a sequence",
+        'i' | 'I' => "an index",
+        'c' => "a composite type",
+        't' => "a TOAST table",
+        _ => "not a table",
+    };
+    Some(format!("is {what}; only ordinary and partitioned tables are archived"))
 }
 
 /// The retention cutoff by the database's clock, in whole seconds: rows older than this are
@@ -116,4 +146,23 @@ pub async fn cutoff(pool: &PgPool, retention_days: u32) -> Result<DateTime<Utc>,
         .fetch_one(pool)
         .await?;
     Ok(c)
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::refusal;
+
+    #[test]
+    fn only_permanent_user_tables_qualify() {
+        assert_eq!(refusal("public", 'r', 'p'), None);
+        assert_eq!(refusal("audit", 'p', 'p'), None);
+        assert!(refusal("pg_catalog", 'r', 'p').unwrap().contains("system catalogs"));
+        assert!(refusal("information_schema", 'r', 'p').is_some());
+        assert!(refusal("pg_toast", 't', 'p').is_some());
+        assert!(refusal("pg_temp_3", 'r', 't').is_some());
+        assert!(refusal("public", 'r', 't').unwrap().contains("temporary"));
+        assert!(refusal("public", 'v', 'p').unwrap().contains("a view"));
+        assert!(refusal("public", 'm', 'p').unwrap().contains("materialized view"));
+        assert!(refusal("public", 'f', 'p').unwrap().contains("foreign table"));
+    }
 }

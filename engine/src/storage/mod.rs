@@ -5,6 +5,7 @@
 
 mod local;
 mod s3;
+mod s3_error;
 
 use std::sync::Arc;
 
@@ -24,14 +25,36 @@ pub enum StorageError {
     /// directory). Retrying will not help.
     #[error("object store misconfigured: {0}")]
     Config(String),
+    /// The store refused the call for good: authentication, authorization, a missing or invalid
+    /// bucket, a wrong region or setting. Retrying will not help; the run stops.
+    #[error("{0}")]
+    Refused(Box<Refusal>),
     /// A call failed in a way that may pass on retry (network, throttling, 5xx).
     #[error("object store {op} {key}: {message}")]
     Transient { op: &'static str, key: String, message: String },
 }
 
+/// What the store refused, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("object store {op} s3://{bucket}/{key}: {code} (HTTP {status}){}; {advice}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+pub struct Refusal {
+    pub op: &'static str,
+    pub bucket: String,
+    pub key: String,
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub advice: &'static str,
+}
+
 impl StorageError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StorageError::Transient { .. })
+    }
+
+    /// Every later call would fail the same way: stop the run rather than retry item by item.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StorageError::Config(_) | StorageError::Refused(_))
     }
 }
 

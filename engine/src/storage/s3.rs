@@ -18,6 +18,7 @@ use base64::Engine;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::s3_error::storage_error;
 use super::{check_key, join_prefix, sha256, ObjectMeta, ObjectStore, Result, StorageError};
 use crate::config::S3Config;
 
@@ -32,17 +33,11 @@ pub struct S3Store {
     kms_key_id: Option<String>,
     multipart_threshold: u64,
     endpoint: Option<String>,
+    region: String,
 }
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn transient<E>(op: &'static str, key: &str, e: SdkError<E>) -> StorageError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    StorageError::Transient { op, key: key.to_string(), message: DisplayErrorContext(&e).to_string() }
 }
 
 impl S3Store {
@@ -83,6 +78,7 @@ impl S3Store {
             kms_key_id,
             multipart_threshold: (cfg.multipart_threshold_mb * 1024 * 1024).max(MIN_PART),
             endpoint: cfg.endpoint.clone(),
+            region: cfg.region.clone(),
         })
     }
 
@@ -103,7 +99,7 @@ impl S3Store {
             .set_ssekms_key_id(self.kms_key_id.clone())
             .send()
             .await
-            .map_err(|e| transient("create multipart upload", full, e))?;
+            .map_err(|e| storage_error("create multipart upload", &self.bucket, full, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let result = self.upload_parts(full, &upload_id, &body).await;
         if result.is_err() {
@@ -133,7 +129,7 @@ impl S3Store {
                 .body(ByteStream::from(chunk))
                 .send()
                 .await
-                .map_err(|e| transient("upload part", full, e))?;
+                .map_err(|e| storage_error("upload part", &self.bucket, full, e))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -151,7 +147,7 @@ impl S3Store {
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
-            .map_err(|e| transient("complete multipart upload", full, e))?;
+            .map_err(|e| storage_error("complete multipart upload", &self.bucket, full, e))?;
         // S3's checksum of a multipart object: SHA-256 over the parts' digests, then "-N".
         Ok(format!("{}-{count}", b64(&Sha256::digest(&digests))))
     }
@@ -177,7 +173,7 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| transient("put", &full, e))?;
+            .map_err(|e| storage_error("put", &self.bucket, &full, e))?;
         Ok(checksum)
     }
 
@@ -189,7 +185,7 @@ impl ObjectStore for S3Store {
                 checksum: out.checksum_sha256().map(str::to_string),
             })),
             Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(None),
-            Err(e) => Err(transient("head", &full, e)),
+            Err(e) => Err(storage_error("head", &self.bucket, &full, e)),
         }
     }
 
@@ -205,7 +201,7 @@ impl ObjectStore for S3Store {
                 Ok(Some(data.into_bytes()))
             }
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
-            Err(e) => Err(transient("get", &full, e)),
+            Err(e) => Err(storage_error("get", &self.bucket, &full, e)),
         }
     }
 
@@ -215,7 +211,7 @@ impl ObjectStore for S3Store {
         let mut out = Vec::new();
         let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full_prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| transient("list", &full_prefix, e))?;
+            let page = page.map_err(|e| storage_error("list", &self.bucket, &full_prefix, e))?;
             for obj in page.contents() {
                 if let Some(k) = obj.key() {
                     out.push(k[strip..].to_string());
@@ -235,25 +231,31 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map(drop)
-            .map_err(|e| transient("delete", &full, e))
+            .map_err(|e| storage_error("delete", &self.bucket, &full, e))
     }
 
     async fn check(&self) -> Result<()> {
+        let at = self.endpoint.as_deref().unwrap_or("AWS S3");
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) => {
                 let status = e.raw().status().as_u16();
+                let b = &self.bucket;
                 Err(StorageError::Config(match status {
-                    404 => format!("bucket {:?} does not exist", self.bucket),
-                    401 | 403 => format!("access to bucket {:?} denied: check the S3 credentials", self.bucket),
-                    _ => format!("bucket {:?}: HTTP {status}", self.bucket),
+                    404 => format!("bucket {b:?} does not exist at {at}: create it, or correct s3.bucket"),
+                    401 | 403 => format!(
+                        "access to bucket {b:?} at {at} denied (HTTP {status}): check s3.access_key_id and \
+                         s3.secret_access_key, and that they may use this bucket"
+                    ),
+                    400 => format!(
+                        "bucket {b:?} at {at}: the server refused the request (HTTP 400): a bucket name is 3 to 63 \
+                         lowercase letters, digits, dots and hyphens; also check s3.region"
+                    ),
+                    301 => format!("bucket {b:?} is in another region than s3.region {:?}: correct s3.region", self.region),
+                    _ => format!("bucket {b:?} at {at}: HTTP {status}"),
                 }))
             }
-            Err(e) => Err(StorageError::Config(format!(
-                "cannot reach the S3 endpoint {}: {}",
-                self.endpoint.as_deref().unwrap_or("(AWS)"),
-                DisplayErrorContext(&e)
-            ))),
+            Err(e) => Err(StorageError::Config(format!("cannot reach the S3 endpoint {at}: {}", DisplayErrorContext(&e)))),
         }
     }
 

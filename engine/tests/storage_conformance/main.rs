@@ -16,6 +16,9 @@ use base64::Engine;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+mod list;
+use list::list;
+
 /// The prefix of the store under test.
 const PREFIX: &str = "some/prefix";
 /// A prefix that extends [`PREFIX`] textually but is not under it.
@@ -151,113 +154,6 @@ async fn conformance(b: &Backend<'_>) {
     nothing_left_behind(b).await;
     large(b).await;
     nothing_left_behind(b).await;
-}
-
-/// `list(prefix)`: exactly the keys under the prefix, sorted, relative to the store's prefix.
-async fn list(b: &Backend<'_>) {
-    let n = b.name;
-    assert_eq!(b.store.list("").await.unwrap(), Vec::<String>::new(), "[{n}] list of an empty store");
-
-    let keys = [
-        "top.jsonl",
-        "a/bc",
-        "a/b-c",
-        "a/b.txt",
-        "a/b/c.txt",
-        "a/b/d/e.txt",
-        "day=01/item-a000001.jsonl.zst",
-        "day=01/item-b000001.jsonl.zst",
-        "day=01/item-b000002.jsonl.zst",
-        "day=01/item-c000001.jsonl.zst",
-        "day=01/sub/deep/item-b000003.jsonl.zst",
-        "day=02/item-b000001.jsonl.zst",
-    ];
-    // Neighbours in the same backing storage that the store must not see.
-    let sibling_keys = ["day=01/item-b000009.jsonl.zst", "a/b/zzz", "top.jsonl"];
-    let outside_keys = ["day=01/item-b000008.jsonl.zst", "a/b/yyy", "some/prefix.txt", "some/other/day=01/x"];
-    for (i, k) in keys.iter().enumerate() {
-        b.store.put(k, body(100 + i as u64, 10 + i)).await.unwrap_or_else(|e| panic!("[{n}] put {k}: {e}"));
-    }
-    for k in sibling_keys {
-        b.sibling.put(k, body(200, 7)).await.unwrap_or_else(|e| panic!("[{n}] sibling put {k}: {e}"));
-    }
-    for k in outside_keys {
-        b.unprefixed.put(k, body(300, 5)).await.unwrap_or_else(|e| panic!("[{n}] unprefixed put {k}: {e}"));
-    }
-
-    // Explicit expectations for the cases that matter most.
-    assert_eq!(
-        b.store.list("day=01/item-b").await.unwrap(),
-        ["day=01/item-b000001.jsonl.zst", "day=01/item-b000002.jsonl.zst"],
-        "[{n}] a prefix that ends in the middle of a file name"
-    );
-    assert_eq!(
-        b.store.list("a/b/").await.unwrap(),
-        ["a/b/c.txt", "a/b/d/e.txt"],
-        "[{n}] a directory prefix excludes its siblings a/bc, a/b-c, a/b.txt"
-    );
-    assert_eq!(
-        b.store.list("a/b").await.unwrap(),
-        ["a/b-c", "a/b.txt", "a/b/c.txt", "a/b/d/e.txt", "a/bc"],
-        "[{n}] lexical (byte) order, not directory-walk order"
-    );
-    assert_eq!(
-        b.store.list("day=01/sub/").await.unwrap(),
-        ["day=01/sub/deep/item-b000003.jsonl.zst"],
-        "[{n}] nested directories"
-    );
-
-    // Every prefix against the model: the keys that start with it, sorted.
-    let prefixes = [
-        "",
-        "a",
-        "a/",
-        "a/b",
-        "a/b/",
-        "a/b/d",
-        "a/bc",
-        "day=0",
-        "day=01",
-        "day=01/",
-        "day=01/item-",
-        "day=01/item-b",
-        "day=01/item-b000001.jsonl.zst",
-        "day=01/sub/deep/item-b",
-        "day=02/",
-        "top",
-        "top.jsonl",
-        "nope",
-        "nope/",
-        "day=03/",
-        "a/b/c.txt/",
-    ];
-    for p in prefixes {
-        let expected = sorted(keys.iter().filter(|k| k.starts_with(p)).map(|k| k.to_string()).collect());
-        let got = b.store.list(p).await.unwrap_or_else(|e| panic!("[{n}] list({p:?}): {e}"));
-        assert_eq!(got, expected, "[{n}] list({p:?})");
-    }
-
-    // The other side of "relative to the store prefix": the unprefixed view sees full keys.
-    let mut all: Vec<String> = keys.iter().map(|k| format!("{PREFIX}/{k}")).collect();
-    all.extend(sibling_keys.iter().map(|k| format!("{SIBLING_PREFIX}/{k}")));
-    all.extend(outside_keys.iter().map(|k| k.to_string()));
-    assert_eq!(b.unprefixed.list("").await.unwrap(), sorted(all), "[{n}] unprefixed list(\"\")");
-    assert_eq!(
-        b.unprefixed.list("some/prefix/day=01/item-b").await.unwrap(),
-        ["some/prefix/day=01/item-b000001.jsonl.zst", "some/prefix/day=01/item-b000002.jsonl.zst"],
-        "[{n}] unprefixed list of a nested prefix"
-    );
-    assert_eq!(
-        b.sibling.list("").await.unwrap(),
-        sorted(sibling_keys.iter().map(|k| k.to_string()).collect()),
-        "[{n}] sibling store sees only its own keys"
-    );
-
-    // Leave the store empty for the other steps.
-    for k in keys {
-        b.store.delete(k).await.unwrap();
-    }
-    assert_eq!(b.store.list("").await.unwrap(), Vec::<String>::new(), "[{n}] list after deleting every key");
 }
 
 /// put then head/get: size, checksum and bytes.
