@@ -5,6 +5,7 @@
 //! - `storage`: the object store trait and its backends (S3, local directory).
 //! - `checkpoint`: the checkpoint store in PostgreSQL (items, batches, leases).
 //! - `pipeline`: one work item from claim to manifest, one stage a file.
+//! - `governor`: how fast the pipeline may go on each source database (load governor).
 //! - `queue`: RabbitMQ topology and publishing.
 //! - `observe`: metrics, health endpoints, logs and traces.
 //! - `setup`: connects to all of the above and checks it before any work.
@@ -13,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod governor;
 pub mod observe;
 pub mod pipeline;
 pub mod queue;

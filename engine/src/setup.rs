@@ -8,7 +8,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Config, TableSettings};
+use std::time::Duration;
+
+use crate::config::{Config, DatabaseConfig, TableSettings};
+use crate::governor::Governor;
 use crate::source::db;
 use crate::checkpoint::CheckpointStore;
 use crate::source::Source;
@@ -75,24 +78,12 @@ pub async fn prepare(config: &Config, scope: &Scope, writable: bool) -> Result<P
         if !tables.iter().any(|t| t.database == dbc.name) {
             continue;
         }
-        let opts = match db::source_options(dbc) {
-            Ok(o) => o,
-            Err(e) => {
-                problems.push(e);
-                continue;
+        match connect_source(config, dbc, shared.as_ref()).await {
+            Ok(source) => {
+                sources.insert(dbc.name.clone(), source);
             }
-        };
-        if let Err(e) = db::probe(&opts, std::time::Duration::from_secs(10)).await {
-            problems.push(format!("database {}: {e}", dbc.name));
-            continue;
+            Err(e) => problems.extend(e),
         }
-        let size = dbc.connection_pool_size.unwrap_or(config.defaults.connection_pool_size).max(2);
-        let pool = db::pool(opts, size, config.defaults.connection_idle_timeout.0);
-        let checkpoints = match &shared {
-            Some(cp) => cp.clone(),
-            None => CheckpointStore::new(pool.clone(), &config.checkpoint.schema, true),
-        };
-        sources.insert(dbc.name.clone(), Source { pool, checkpoints });
     }
     let mut infos = Vec::new();
     for t in &tables {
@@ -119,4 +110,33 @@ pub async fn prepare(config: &Config, scope: &Scope, writable: bool) -> Result<P
         return Err(SetupError(problems));
     }
     Ok(Prepared { store, sources, tables: infos })
+}
+
+/// Connects to one source database (and its read replica, if any) and sets up its governor.
+async fn connect_source(config: &Config, dbc: &DatabaseConfig, shared: Option<&CheckpointStore>) -> Result<Source, Vec<String>> {
+    let opts = db::source_options(dbc).map_err(|e| vec![e])?;
+    db::probe(&opts, Duration::from_secs(10)).await.map_err(|e| vec![format!("database {}: {e}", dbc.name)])?;
+    let size = dbc.connection_pool_size.unwrap_or(config.defaults.connection_pool_size).max(2);
+    let idle = config.defaults.connection_idle_timeout.0;
+    let pool = db::pool(opts.clone(), size, idle);
+    let settings = dbc.governor.over(&config.defaults.governor);
+    let mut watched = Vec::new();
+    let read_pool = match &dbc.read_replica {
+        Some(r) => {
+            let ropts = db::replica_options(dbc, r, &opts).map_err(|e| vec![e])?;
+            db::probe(&ropts, Duration::from_secs(10)).await.map_err(|e| vec![format!("database {} read_replica: {e}", dbc.name)])?;
+            watched.push(ropts.clone());
+            Some(db::pool(ropts, size, idle))
+        }
+        None => None,
+    };
+    for (i, url) in settings.replicas.iter().enumerate() {
+        watched.push(db::url_options(url).map_err(|e| vec![format!("database {} governor.replicas[{i}]: {e}", dbc.name)])?);
+    }
+    let checkpoints = match shared {
+        Some(cp) => cp.clone(),
+        None => CheckpointStore::new(pool.clone(), &config.checkpoint.schema, true),
+    };
+    let governor = Arc::new(Governor::new(&dbc.name, settings, opts, watched));
+    Ok(Source { read_pool: read_pool.unwrap_or_else(|| pool.clone()), replica: dbc.read_replica.is_some(), pool, checkpoints, governor })
 }

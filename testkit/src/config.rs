@@ -213,12 +213,20 @@ pub struct Database {
     pub port: u16,
     pub user: String,
     pub password: Option<String>,
+    /// More settings of the entry (`read_replica`, `governor`, ...), values raw YAML.
+    pub extra: Vec<(String, String)>,
     pub tables: Vec<Table>,
 }
 
 impl Database {
     pub fn new(name: &str, host: &str, port: u16, user: &str) -> Database {
-        Database { name: name.into(), host: host.into(), port, user: user.into(), password: None, tables: Vec::new() }
+        Database { name: name.into(), host: host.into(), port, user: user.into(), password: None, extra: Vec::new(), tables: Vec::new() }
+    }
+
+    /// Another setting of this database, its value raw YAML (a flow mapping for a section).
+    pub fn set(mut self, key: &str, value: impl Display) -> Database {
+        self.extra.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// `db` on the tests' server (PGHOST/PGPORT/PGUSER).
@@ -241,6 +249,9 @@ impl Database {
         out.push_str(&format!("    port: {}\n    user: {}\n", self.port, scalar(&self.user)));
         if let Some(password) = &self.password {
             out.push_str(&format!("    password: {}\n", scalar(password)));
+        }
+        for (k, v) in &self.extra {
+            out.push_str(&format!("    {k}: {v}\n"));
         }
         if self.tables.is_empty() {
             out.push_str("    tables: []\n");

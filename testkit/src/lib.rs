@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub mod config;
 pub mod rabbit;
+pub mod replica;
 pub mod seed;
 
 /// `"name"`, with embedded quotes doubled (test data has no hostile names, but stay correct).

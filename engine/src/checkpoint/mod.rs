@@ -545,7 +545,23 @@ impl CheckpointStore {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Marks a batch deleted and adds it to the item's totals; false if it was marked already.
+    /// Adds `deleted` rows to the count of a batch still being deleted chunk by chunk, so a
+    /// resumed attempt knows what the earlier one deleted.
+    pub async fn add_deleted(&self, conn: &mut sqlx::PgConnection, b: &BatchRecord, deleted: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE {} SET deleted_count = coalesce(deleted_count, 0) + $3 WHERE item_id = $1 AND seq = $2 AND state = 'uploaded'",
+            self.t("batches")
+        ))
+        .bind(b.item_id)
+        .bind(b.seq)
+        .bind(deleted)
+        .execute(conn)
+        .await
+        .map(drop)
+    }
+
+    /// Marks a batch deleted, with `deleted` more rows (its last chunk), and adds it to the item's
+    /// totals. Returns the batch's total of deleted rows, or None if it was marked already.
     /// Runs on the caller's connection so that, with the store inside the source database, it
     /// commits with the delete itself.
     pub async fn mark_deleted(
@@ -553,21 +569,21 @@ impl CheckpointStore {
         conn: &mut sqlx::PgConnection,
         b: &BatchRecord,
         deleted: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let marked = sqlx::query(&format!(
-            "UPDATE {} SET state = 'deleted', deleted_count = $3, deleted_at = now(), pks = '[]', xmins = '[]'
-             WHERE item_id = $1 AND seq = $2 AND state = 'uploaded'",
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let total: Option<(i64,)> = sqlx::query_as(&format!(
+            "UPDATE {} SET state = 'deleted', deleted_count = coalesce(deleted_count, 0) + $3, deleted_at = now(),
+                pks = '[]', xmins = '[]'
+             WHERE item_id = $1 AND seq = $2 AND state = 'uploaded'
+             RETURNING deleted_count",
             self.t("batches")
         ))
         .bind(b.item_id)
         .bind(b.seq)
         .bind(deleted)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
-        if marked.rows_affected() == 0 {
-            // Marked by an earlier attempt whose commit we did not hear of: count it once.
-            return Ok(false);
-        }
+        // None: marked by an earlier attempt whose commit we did not hear of: count it once.
+        let Some((total,)) = total else { return Ok(None) };
         sqlx::query(&format!(
             "UPDATE {} SET rows_archived = rows_archived + $2, bytes_archived = bytes_archived + $3,
                 objects = objects + 1, rows_short = rows_short + $4, updated_at = now()
@@ -577,9 +593,9 @@ impl CheckpointStore {
         .bind(b.item_id)
         .bind(b.row_count)
         .bind(b.byte_size)
-        .bind(b.row_count - deleted)
+        .bind(b.row_count - total)
         .execute(&mut *conn)
         .await?;
-        Ok(true)
+        Ok(Some(total))
     }
 }

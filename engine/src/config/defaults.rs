@@ -6,7 +6,7 @@ use archiver_proto::{Compression, Partition};
 use serde::Deserialize;
 
 use super::validate::Problems;
-use super::DurationSetting;
+use super::{DurationSetting, GovernorConfig};
 
 /// What a table inherits unless it sets its own.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +62,10 @@ pub struct Defaults {
     /// How long an unused pooled connection stays open before it is closed. Default `60s`.
     #[serde(default = "default_idle_timeout")]
     pub connection_idle_timeout: DurationSetting,
+    /// The load governor of every source database (each may override it): see
+    /// [`GovernorConfig`].
+    #[serde(default)]
+    pub governor: GovernorConfig,
 }
 
 impl Default for Defaults {
@@ -130,6 +134,7 @@ impl Defaults {
         if self.connection_pool_size == 0 {
             problems.add(format!("{path}.connection_pool_size"), "must be at least 1");
         }
+        self.governor.validate(&format!("{path}.governor"), problems);
     }
 }
 

@@ -17,6 +17,7 @@
 mod checkpoint;
 mod defaults;
 mod duration;
+mod governor;
 mod predecessor;
 mod queue;
 mod redact;
@@ -34,6 +35,7 @@ use serde_yaml_ng::Value;
 pub use checkpoint::CheckpointConfig;
 pub use defaults::{Defaults, VacuumType};
 pub use duration::DurationSetting;
+pub use governor::{GovernorConfig, GovernorSettings, ReadReplicaConfig};
 pub use queue::QueueConfig;
 pub use redact::redact_url;
 pub use source::{DatabaseConfig, TableConfig, TableSettings};

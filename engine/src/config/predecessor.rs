@@ -29,7 +29,6 @@ const PREDECESSOR_UNIMPLEMENTED: &[&str] = &[
     "defaults.warn_on_seq_scan",
     "defaults.async_upload_pipeline",
     "defaults.max_concurrent_uploads",
-    "databases[].read_replica",
     "databases[].tables[].critical",
     "legal_holds",
     "compliance",

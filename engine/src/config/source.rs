@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::redact::redact_url;
 use super::validate::Problems;
-use super::{Config, VacuumType};
+use super::{Config, GovernorConfig, ReadReplicaConfig, VacuumType};
 
 /// One source database.
 #[derive(Clone, Deserialize)]
@@ -36,6 +36,13 @@ pub struct DatabaseConfig {
     /// Connections in this database's pool; overrides `defaults.connection_pool_size`.
     #[serde(default)]
     pub connection_pool_size: Option<u32>,
+    /// A streaming replica to read batches from (deletes, leases and checkpoints stay on this,
+    /// the primary).
+    #[serde(default)]
+    pub read_replica: Option<ReadReplicaConfig>,
+    /// This database's load governor, over `defaults.governor`.
+    #[serde(default)]
+    pub governor: GovernorConfig,
     pub tables: Vec<TableConfig>,
 }
 
@@ -49,6 +56,8 @@ impl fmt::Debug for DatabaseConfig {
             .field("user", &self.user)
             .field("password_env", &self.password_env)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("read_replica", &self.read_replica)
+            .field("governor", &self.governor)
             .field("tables", &self.tables)
             .finish()
     }
@@ -176,6 +185,15 @@ impl DatabaseConfig {
         if self.connection_pool_size == Some(0) {
             problems.add(format!("{path}.connection_pool_size"), "must be at least 1");
         }
+        if let Some(r) = &self.read_replica {
+            if r.url.is_some() && (r.host.is_some() || r.user.is_some() || r.port.is_some()) {
+                problems.add(format!("{path}.read_replica.url"), "set either `url` or host/port/user, not both");
+            }
+            if r.url.is_none() && r.host.is_none() && r.port.is_none() {
+                problems.add(format!("{path}.read_replica"), "needs `url`, or `host` and/or `port`");
+            }
+        }
+        self.governor.validate(&format!("{path}.governor"), problems);
         if self.tables.is_empty() {
             problems.add(format!("{path}.tables"), "at least one table is required");
         }

@@ -29,6 +29,13 @@ pub mod names {
     pub const DB_CONNECTIONS: &str = "archiver_db_connections_active";
     pub const LAST_SUCCESS: &str = "archiver_last_success_timestamp_seconds";
     pub const ROWS_ELIGIBLE: &str = "archiver_rows_eligible";
+    pub const DB_STATEMENT: &str = "archiver_db_statement_seconds";
+    pub const GOVERNOR_RATE: &str = "archiver_governor_rate";
+    pub const GOVERNOR_FACTOR: &str = "archiver_governor_factor";
+    pub const GOVERNOR_STATE: &str = "archiver_governor_state";
+    pub const GOVERNOR_REASON: &str = "archiver_governor_reason";
+    pub const GOVERNOR_PROBE_RATIO: &str = "archiver_governor_probe_ratio";
+    pub const REPLICA_LAG: &str = "archiver_replica_lag_seconds";
 }
 
 /// The `# HELP` text of every metric.
@@ -44,6 +51,13 @@ fn describe() {
     describe_gauge!(names::DB_CONNECTIONS, "Source database connections in use, by database.");
     describe_gauge!(names::LAST_SUCCESS, Unit::Seconds, "Unix time the last work item of a table finished.");
     describe_gauge!(names::ROWS_ELIGIBLE, "Rows older than the table's retention cutoff still in the table (the backlog).");
+    describe_histogram!(names::DB_STATEMENT, Unit::Seconds, "Database time of the archiver's batch reads and delete chunks, by database (the sum is what the governor's budget bounds).");
+    describe_gauge!(names::GOVERNOR_RATE, "Database seconds per second this process may use now: budget x factor / processes.");
+    describe_gauge!(names::GOVERNOR_FACTOR, "The governor's factor on the budget (0.05 to 1).");
+    describe_gauge!(names::GOVERNOR_STATE, "1 for the governor's current state (running, throttled, paused), else 0.");
+    describe_gauge!(names::GOVERNOR_REASON, "1 for the reason of the governor's state (healthy, probe_latency, lock_waits, replica_lag, replica_stalled), else 0.");
+    describe_gauge!(names::GOVERNOR_PROBE_RATIO, "The governor's probe latency over its idle baseline.");
+    describe_gauge!(names::REPLICA_LAG, Unit::Seconds, "The worst replication lag the governor sees (primary's replay_lag and watched replicas).");
 }
 
 /// Every (stage, kind) pair `archiver_errors_total` can carry.
@@ -109,6 +123,8 @@ pub fn install_recorder() -> PrometheusHandle {
                     metrics_exporter_prometheus::Matcher::Full(names::BATCH_DURATION.into()),
                     &buckets,
                 )
+                .expect("valid buckets")
+                .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full(names::DB_STATEMENT.into()), &buckets)
                 .expect("valid buckets")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");

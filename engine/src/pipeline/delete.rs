@@ -6,14 +6,21 @@
 //! transaction is short, with `lock_timeout` and `statement_timeout`; it first re-checks the
 //! worker's lease (row-locked until commit), and when the checkpoint store is in the same database
 //! the batch is marked deleted in the same transaction.
+//!
+//! A batch is deleted in chunks, one short transaction each, sized so that one takes about the
+//! governor's `delete_chunk_time`, and paced by the governor: locks and WAL bursts stay small,
+//! and writes wait while a replica gate is closed. The rows a chunk deletes are added to the
+//! batch's `deleted_count` in the same transaction (store in the source database), so a resumed
+//! attempt counts what an interrupted one deleted; the last chunk marks the batch deleted.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{BatchRecord, CheckpointStore};
 use super::extract::TableSql;
 use super::PipelineError;
+use crate::checkpoint::BatchRecord;
+use crate::source::Source;
 
 pub struct DeleteLimits {
     pub lock_timeout: Duration,
@@ -24,52 +31,120 @@ fn ms(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
-/// Deletes the batch's rows; returns how many were deleted.
-pub async fn delete_batch(
-    source: &PgPool,
-    checkpoints: &CheckpointStore,
-    sql: &TableSql,
-    batch: &BatchRecord,
-    owner: &str,
-    limits: &DeleteLimits,
-) -> Result<i64, PipelineError> {
+/// How a batch's delete goes: where, as whom, within which limits, until when.
+pub struct DeleteRun<'a> {
+    pub source: &'a Source,
+    pub sql: &'a TableSql,
+    pub owner: &'a str,
+    pub limits: &'a DeleteLimits,
+    pub stop: &'a CancellationToken,
+}
+
+/// Keys per delete transaction at the start: small, then sized to `delete_chunk_time`.
+const FIRST_CHUNK: usize = 500;
+
+/// Deletes the batch's rows, in chunks paced by the governor (one transaction each, sized to take
+/// about `delete_chunk_time`; the whole batch at once with the governor off). Returns how many
+/// rows the batch's delete removed in all (this attempt and any earlier one).
+pub async fn delete_batch(run: &DeleteRun<'_>, batch: &BatchRecord) -> Result<i64, PipelineError> {
+    let corrupt = |what: String| PipelineError::CorruptRecord { item: batch.item_id, seq: batch.seq, what };
+    let pks: Vec<String> = serde_json::from_str(&batch.pks).map_err(|e| corrupt(format!("pks: {e}")))?;
+    let xmins: Vec<String> = serde_json::from_str(&batch.xmins).map_err(|e| corrupt(format!("xmins: {e}")))?;
+    if pks.len() != xmins.len() {
+        return Err(corrupt(format!("{} keys but {} row versions", pks.len(), xmins.len())));
+    }
+    let governor = &run.source.governor;
+    let mut size = if governor.enabled() { FIRST_CHUNK } else { pks.len().max(1) };
+    let mut at = 0;
+    loop {
+        governor.acquire(run.stop).await;
+        governor.writes_allowed(run.stop).await;
+        if run.stop.is_cancelled() {
+            return Err(PipelineError::Cancelled);
+        }
+        let end = (at + size).min(pks.len());
+        let started = Instant::now();
+        let outcome = delete_chunk(run, batch, &pks[at..end], &xmins[at..end], end == pks.len()).await;
+        let took = started.elapsed();
+        governor.spent(took);
+        if let Some(total) = outcome? {
+            return Ok(total);
+        }
+        at = end;
+        if governor.enabled() {
+            let target = governor.delete_chunk_time().as_secs_f64();
+            let scale = (target / took.as_secs_f64().max(1e-4)).clamp(0.5, 2.0);
+            size = ((size as f64 * scale) as usize).clamp(50, 20_000);
+        }
+    }
+}
+
+/// What recording a chunk's delete did.
+enum Marked {
+    /// Added to the batch's count; more chunks follow.
+    Partial,
+    /// The batch is marked deleted: its total, or None if an earlier attempt had marked it.
+    Done(Option<i64>),
+}
+
+async fn mark(run: &DeleteRun<'_>, conn: &mut sqlx::PgConnection, batch: &BatchRecord, deleted: i64, last: bool) -> Result<Marked, sqlx::Error> {
+    let checkpoints = &run.source.checkpoints;
+    if last {
+        return Ok(Marked::Done(checkpoints.mark_deleted(conn, batch, deleted).await?));
+    }
+    checkpoints.add_deleted(conn, batch, deleted).await?;
+    Ok(Marked::Partial)
+}
+
+/// One delete transaction over `pks`/`xmins`. On the last chunk the batch is marked deleted and
+/// its total returned (None if an earlier attempt marked it: then nothing more is counted).
+async fn delete_chunk(run: &DeleteRun<'_>, batch: &BatchRecord, pks: &[String], xmins: &[String], last: bool) -> Result<Option<i64>, PipelineError> {
+    let checkpoints = &run.source.checkpoints;
     if !checkpoints.in_source {
         // A separate store cannot share the transaction; check the lease just before instead.
         let mut conn = checkpoints.pool().acquire().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        if !checkpoints.hold_lease(&mut tx, batch.item_id, owner).await? {
+        if !checkpoints.hold_lease(&mut tx, batch.item_id, run.owner).await? {
             return Err(PipelineError::LeaseLost);
         }
         tx.rollback().await?;
     }
-    let mut tx = source.begin().await?;
+    let mut tx = run.source.pool.begin().await?;
     sqlx::query("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)")
-        .bind(ms(limits.lock_timeout))
-        .bind(ms(limits.statement_timeout))
+        .bind(ms(run.limits.lock_timeout))
+        .bind(ms(run.limits.statement_timeout))
         .execute(&mut *tx)
         .await?;
-    if checkpoints.in_source && !checkpoints.hold_lease(&mut tx, batch.item_id, owner).await? {
+    if checkpoints.in_source && !checkpoints.hold_lease(&mut tx, batch.item_id, run.owner).await? {
         return Err(PipelineError::LeaseLost);
     }
-    let deleted = sqlx::query(&sql.delete).bind(&batch.pks).bind(&batch.xmins).execute(&mut *tx).await?.rows_affected()
-        as i64;
-    let first_time = if checkpoints.in_source {
-        let marked = checkpoints.mark_deleted(&mut tx, batch, deleted).await?;
+    let json = |v: &[String]| serde_json::to_string(v).expect("strings serialize");
+    let deleted =
+        sqlx::query(&run.sql.delete).bind(json(pks)).bind(json(xmins)).execute(&mut *tx).await?.rows_affected() as i64;
+    let marked = if checkpoints.in_source {
+        let marked = mark(run, &mut tx, batch, deleted, last).await?;
         tx.commit().await?;
         marked
     } else {
         tx.commit().await?;
         let mut conn = checkpoints.pool().acquire().await?;
-        checkpoints.mark_deleted(&mut conn, batch, deleted).await?
+        mark(run, &mut conn, batch, deleted, last).await?
     };
-    if first_time && deleted < batch.row_count {
-        tracing::warn!(
-            key = %batch.object_key,
-            archived = batch.row_count,
-            deleted,
-            "fewer rows deleted than archived: rows changed or were deleted by someone else since they were read; \
-             changed rows stay in the table and are archived again by a later run"
-        );
+    let Marked::Done(total) = marked else { return Ok(None) };
+    match total {
+        Some(total) => {
+            if total < batch.row_count {
+                tracing::warn!(
+                    key = %batch.object_key,
+                    archived = batch.row_count,
+                    deleted = total,
+                    "fewer rows deleted than archived: rows changed or were deleted by someone else since they were read; \
+                     changed rows stay in the table and are archived again by a later run"
+                );
+            }
+            Ok(Some(total))
+        }
+        // Marked by an earlier attempt: count what it recorded.
+        None => Ok(Some(batch.deleted_count.unwrap_or(batch.row_count))),
     }
-    Ok(deleted)
 }

@@ -91,7 +91,7 @@ impl ItemRun<'_> {
             },
         };
         let producer = Producer {
-            pool: self.source.pool.clone(),
+            source: self.source.clone(),
             sql: self.sql.clone(),
             item: self.item.clone(),
             info: self.info.clone(),
@@ -131,6 +131,9 @@ impl ItemRun<'_> {
         stage(span, "verify", verify_stored(store, &key, size, &checksum, &batch.encoded.sha256)).await?;
         let record = record::batch_record(&self.item, seq, window, key, checksum, batch);
         let cp = &self.source.checkpoints;
+        // A checkpoint write is a write: it waits while a replica gate is closed.
+        self.source.governor.writes_allowed(&self.stop).await;
+        self.stopped()?;
         stage(span, "checkpoint", record::record(cp, &record, &self.pipeline.worker_id)).await?;
         self.pipeline.fault(Point::Recorded, &self.item, seq).await?;
         let deleted = stage(span, "delete", self.delete(&record)).await?;
@@ -146,8 +149,14 @@ impl ItemRun<'_> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(PipelineError::LeaseLost);
         }
-        let owner = &self.pipeline.worker_id;
-        (|| async { delete::delete_batch(&self.source.pool, &self.source.checkpoints, &self.sql, batch, owner, &self.limits).await })
+        let run = delete::DeleteRun {
+            source: self.source,
+            sql: &self.sql,
+            owner: &self.pipeline.worker_id,
+            limits: &self.limits,
+            stop: &self.stop,
+        };
+        (|| async { delete::delete_batch(&run, batch).await })
             .retry(db_backoff())
             .when(PipelineError::is_retryable)
             .notify(|e, wait| tracing::warn!(key = %batch.object_key, error = %e, ?wait, "delete failed; retrying"))

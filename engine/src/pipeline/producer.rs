@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use archiver_proto::WorkItem;
-use sqlx::PgPool;
+use backon::Retryable;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
@@ -18,8 +18,17 @@ use super::extract::{self, Extracted, TableSql, Window};
 use super::spans::{batch_span, stage};
 use super::PipelineError;
 use crate::source::table::TableInfo;
+use crate::source::Source;
 
 pub(super) type Produced = Result<(i32, Window, Extracted, Span), PipelineError>;
+
+fn read_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_max_times(5)
+        .with_jitter()
+}
 
 /// Where reading starts: a window, the last (timestamp, key) already taken from it, and the
 /// sequence number of the next batch.
@@ -31,7 +40,7 @@ pub(super) struct Start {
 
 /// What the producer reads from.
 pub(super) struct Producer {
-    pub pool: PgPool,
+    pub source: Source,
     pub sql: Arc<TableSql>,
     pub item: WorkItem,
     pub info: Arc<TableInfo>,
@@ -47,10 +56,24 @@ impl Producer {
             if stop.is_cancelled() {
                 return;
             }
+            if let Err(e) = self.pace(&stop).await {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+            if stop.is_cancelled() {
+                return;
+            }
             let span = batch_span(&self.item, seq, window.day());
             span.record("window_start", tracing::field::display(window.start))
                 .record("window_end", tracing::field::display(window.end));
-            let batch = match stage(&span, "extract", self.read(window, after.as_ref(), &span)).await {
+            let started = std::time::Instant::now();
+            // A read on a replica may be cancelled by a recovery conflict: read again.
+            let attempt = || self.read(window, after.as_ref(), &span);
+            let read = stage(&span, "extract", attempt.retry(read_backoff()).when(super::db_retryable)).await;
+            self.source.governor.spent(started.elapsed());
+            let status = self.source.governor.status();
+            span.record("governor", tracing::field::display(format_args!("{} x{:.2}", status.decision.state.as_str(), status.decision.factor)));
+            let batch = match read {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = tx.send(Err(e.into())).await;
@@ -84,12 +107,39 @@ impl Producer {
         }
     }
 
+    /// Waits for the governor, and with a read replica until it has replayed everything the
+    /// primary has committed so far (our own deletes included), so a batch never holds a row
+    /// that is already archived and deleted.
+    async fn pace(&self, stop: &CancellationToken) -> Result<(), sqlx::Error> {
+        self.source.governor.acquire(stop).await;
+        if !self.source.replica {
+            return Ok(());
+        }
+        let (lsn,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text").fetch_one(&self.source.pool).await?;
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            let (done,): (bool,) = sqlx::query_as("SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)")
+                .bind(&lsn)
+                .fetch_one(&self.source.read_pool)
+                .await?;
+            if done || stop.is_cancelled() {
+                return Ok(());
+            }
+            if !told && started.elapsed() > std::time::Duration::from_secs(5) {
+                tracing::warn!(database = %self.item.database, %lsn, "waiting for the read replica to replay up to the primary's position before reading");
+                told = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// One batch of `window` after `after`, in a read-only transaction, so the timeout stays with
     /// this statement and leaves the pooled connection as it was.
     async fn read(&self, window: Window, after: Option<&(String, String)>, span: &Span) -> Result<Option<Extracted>, sqlx::Error> {
         let s = &self.info.settings;
         let encoder = Encoder::new(s.compression, s.compression_level);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.source.read_pool.begin().await?;
         sqlx::query("SELECT set_config('statement_timeout', $1, true), set_config('transaction_read_only', 'on', true)")
             .bind(format!("{}ms", s.statement_timeout.as_millis()))
             .execute(&mut *tx)

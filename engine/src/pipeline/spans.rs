@@ -41,6 +41,7 @@ pub(super) fn batch_span(item: &WorkItem, seq: i32, day: chrono::NaiveDate) -> S
         raw_bytes = Empty,
         deleted = Empty,
         key = Empty,
+        governor = Empty,
         resumed = false,
     )
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::config::{redact_url, DatabaseConfig};
+use crate::config::{redact_url, DatabaseConfig, ReadReplicaConfig};
 
 pub const APPLICATION_NAME: &str = "audit_archiver";
 
@@ -49,6 +49,30 @@ pub fn source_options(db: &DatabaseConfig) -> Result<PgConnectOptions, String> {
         opts = opts.password(pw);
     }
     Ok(with_session(opts))
+}
+
+/// Options for a database's read replica: its own URL, or the primary's options with the host,
+/// port, user and password it sets.
+pub fn replica_options(db: &DatabaseConfig, r: &ReadReplicaConfig, primary: &PgConnectOptions) -> Result<PgConnectOptions, String> {
+    if let Some(url) = &r.url {
+        return url_options(url).map_err(|e| format!("database {} read_replica: {e}", db.name));
+    }
+    let mut o = primary.clone();
+    if let Some(h) = &r.host {
+        o = o.host(h);
+    }
+    if let Some(p) = r.port {
+        o = o.port(p);
+    }
+    if let Some(u) = &r.user {
+        o = o.username(u);
+    }
+    if let Some(var) = &r.password_env {
+        let pw = std::env::var(var)
+            .map_err(|_| format!("database {} read_replica: environment variable {var} (password_env) is not set", db.name))?;
+        o = o.password(&pw);
+    }
+    Ok(o)
 }
 
 /// Options for a URL (the shared checkpoint store).

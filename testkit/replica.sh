@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Makes (once) and starts a streaming replica of the local PostgreSQL for the tests: a cluster of
+# its own under /var/lib/postgresql/archiver-replica-$PORT, made by `pg_basebackup -R`, listening
+# on 127.0.0.1:$PORT (default 5433). Idempotent: a replica already running is left as it is.
+# The primary is PGHOST:PGPORT (default 127.0.0.1:5432) with trust authentication; a line
+# allowing replication connections from 127.0.0.1 is added to its pg_hba.conf if missing.
+set -euo pipefail
+PORT="${ARCHIVER_REPLICA_PORT:-5433}"
+PRIMARY_HOST="${PGHOST:-127.0.0.1}"
+PRIMARY_PORT="${PGPORT:-5432}"
+BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
+DIR="/var/lib/postgresql/archiver-replica-$PORT"
+as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+q() { psql -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U postgres -Atqc "$1" postgres; }
+
+if psql -h 127.0.0.1 -p "$PORT" -U postgres -Atqc "SELECT pg_is_in_recovery()" postgres 2>/dev/null | grep -qx t; then
+  exit 0
+fi
+
+hba="$(q 'SHOW hba_file')"
+if ! grep -Eq '^host[[:space:]]+replication[[:space:]]+all[[:space:]]+127\.0\.0\.1/32' "$hba"; then
+  echo "host replication all 127.0.0.1/32 trust" >> "$hba"
+  q 'SELECT pg_reload_conf()' >/dev/null
+fi
+
+if [ ! -f "$DIR/PG_VERSION" ]; then
+  rm -rf "$DIR"
+  as_pg "'$BIN/pg_basebackup' -h '$PRIMARY_HOST' -p '$PRIMARY_PORT' -U postgres -D '$DIR' -R -X stream -c fast"
+  cat > "$DIR/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '/tmp'
+hot_standby = on
+hba_file = '$DIR/pg_hba.conf'
+ident_file = '$DIR/pg_ident.conf'
+max_connections = 100
+CONF
+  printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' > "$DIR/pg_hba.conf"
+  : > "$DIR/pg_ident.conf"
+  chown postgres:postgres "$DIR/postgresql.conf" "$DIR/pg_hba.conf" "$DIR/pg_ident.conf" 2>/dev/null || true
+fi
+
+as_pg "'$BIN/pg_ctl' -D '$DIR' -l '$DIR/replica.log' -w -t 60 start" >/dev/null
+for _ in $(seq 1 60); do
+  if psql -h 127.0.0.1 -p "$PORT" -U postgres -Atqc "SELECT pg_is_in_recovery()" postgres 2>/dev/null | grep -qx t; then
+    exit 0
+  fi
+  sleep 1
+done
+echo "the replica on port $PORT did not come up; see $DIR/replica.log" >&2
+exit 1
