@@ -103,6 +103,7 @@ async fn a_run_started_right_after_a_crash_takes_the_dead_process_items_over_at_
         .set_default("retention_days", 90)
         .set_default("batch_size", 200)
         .set_default("range_interval", "400d")
+        .set_default("governor", "{budget: 8.0}")
         .database(&db)
         .table(audit_table());
     let (_dir, path) = config_file(&builder);

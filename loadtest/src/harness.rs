@@ -36,6 +36,43 @@ pub struct Common {
     /// Directory of `archiver-coordinator` and `archiver-worker`; default: next to this binary.
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// The archiver's load governor: `on` (its defaults), `off`, or a budget in database seconds
+    /// per second (e.g. `0.1`). Default: on, except for `compare` and `large-batch`, which
+    /// measure raw speed against the raw baseline (off).
+    #[arg(long, value_parser = parse_governor)]
+    pub governor: Option<Governor>,
+}
+
+/// `--governor`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Governor {
+    On,
+    Off,
+    Budget(f64),
+}
+
+impl Governor {
+    /// The `defaults.governor` setting, as YAML.
+    pub fn yaml(self) -> String {
+        match self {
+            Governor::On => "{enabled: true}".into(),
+            Governor::Off => "{enabled: false}".into(),
+            Governor::Budget(b) => format!("{{enabled: true, budget: {b}}}"),
+        }
+    }
+}
+
+fn parse_governor(s: &str) -> Result<Governor, String> {
+    match s {
+        "on" => Ok(Governor::On),
+        "off" => Ok(Governor::Off),
+        b => b
+            .parse::<f64>()
+            .ok()
+            .filter(|b| *b > 0.0)
+            .map(Governor::Budget)
+            .ok_or_else(|| format!("{s:?}: expected on, off or a budget above 0 (database seconds per second)")),
+    }
 }
 
 /// RabbitMQ, for the scenarios that run workers over a queue (and `distributed`).
@@ -58,6 +95,8 @@ pub struct Env {
     pub coordinator: PathBuf,
     pub worker: PathBuf,
     storage: StorageKind,
+    /// `--governor`, if given.
+    pub governor: Option<Governor>,
 }
 
 impl Env {
@@ -87,7 +126,7 @@ impl Env {
         };
         let queue = format!("archiver.loadtest.{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let amqp = amqp.map(|a| a.amqp.clone());
-        Ok(Env { db, s3, out, amqp, queue, coordinator, worker, storage: common.storage })
+        Ok(Env { db, s3, out, amqp, queue, coordinator, worker, storage: common.storage, governor: common.governor })
     }
 
     pub fn archive_dir(&self) -> PathBuf {
@@ -101,7 +140,10 @@ impl Env {
             Some(s3) => Storage::s3(s3, "load"),
             None => Storage::local(std::path::absolute(self.archive_dir())?),
         };
-        let builder = ConfigBuilder::new().storage(storage).set_default("retention_days", 90).database(&self.db);
+        let mut builder = ConfigBuilder::new().storage(storage).set_default("retention_days", 90).database(&self.db);
+        if let Some(g) = self.governor {
+            builder = builder.set_default("governor", g.yaml());
+        }
         Ok(builder.tables(tables.iter().map(|t| Table::audit(t))))
     }
 

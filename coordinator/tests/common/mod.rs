@@ -24,13 +24,16 @@ pub fn parse(yaml: &str) -> Config {
     config::parse("test.yaml", yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}")).config
 }
 
-/// The tests' configuration: `storage`, `retention_days: 90`, `batch_size: 1000`, a 3 s lease
+/// The tests' configuration: `storage`, `retention_days: 90`, `batch_size: 1000`, a governor
+/// budget no test waits on, a 3 s lease
 /// and the database `db` (a `&TestDb` or a `Database`), to which tables are added.
 pub fn test_config(db: impl Into<Database>, storage: impl Into<Storage>) -> ConfigBuilder {
     ConfigBuilder::new()
         .storage(storage)
         .set_default("retention_days", 90)
         .set_default("batch_size", 1000)
+        // The governor runs (chunked, paced deletes) with a budget no test waits on.
+        .set_default("governor", "{budget: 8.0, interval: 200ms}")
         .checkpoint("lease_duration", "3s")
         .database(db)
 }

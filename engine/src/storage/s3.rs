@@ -244,8 +244,8 @@ impl ObjectStore for S3Store {
                 Err(StorageError::Config(match status {
                     404 => format!("bucket {b:?} does not exist at {at}: create it, or correct s3.bucket"),
                     401 | 403 => format!(
-                        "access to bucket {b:?} at {at} denied (HTTP {status}): check s3.access_key_id and \
-                         s3.secret_access_key, and that they may use this bucket"
+                        "access to bucket {b:?} at {at} denied (HTTP {status}): check the credentials \
+                         (s3.access_key_id and s3.secret_access_key), and that they may use this bucket"
                     ),
                     400 => format!(
                         "bucket {b:?} at {at}: the server refused the request (HTTP 400): a bucket name is 3 to 63 \

@@ -116,7 +116,12 @@ pub(super) fn timed_runs(archiver_secs: f64, baseline_secs: f64) -> [Requirement
 pub(super) async fn measure(name: &str, a: &BaselineArgs) -> anyhow::Result<Measured> {
     let env = Arc::new(Env::new(name, &a.common, None).await?);
     let table = "audit_archiver".to_string();
-    let config = env.write_config(&env.config(std::slice::from_ref(&table))?.set_default("batch_size", a.batch_size))?;
+    let mut builder = env.config(std::slice::from_ref(&table))?.set_default("batch_size", a.batch_size);
+    if env.governor.is_none() {
+        // Raw speed against the raw baseline: no governor unless asked for.
+        builder = builder.set_default("governor", harness::Governor::Off.yaml());
+    }
+    let config = env.write_config(&builder)?;
     let (m, sampler) = against_baseline(&env, a, &config).await?;
     let (samples, lock_waits) = sampler.finish().await;
     let correctness = harness::verify(&env, &config, std::slice::from_ref(&table)).await?;
