@@ -125,6 +125,7 @@ async fn connect_source(config: &Config, dbc: &DatabaseConfig, shared: Option<&C
         Some(r) => {
             let ropts = db::replica_options(dbc, r, &opts).map_err(|e| vec![e])?;
             db::probe(&ropts, Duration::from_secs(10)).await.map_err(|e| vec![format!("database {} read_replica: {e}", dbc.name)])?;
+            db::standby(&ropts).await.map_err(|e| vec![format!("database {} read_replica: {e}", dbc.name)])?;
             watched.push(ropts.clone());
             Some(db::pool(ropts, size, idle))
         }

@@ -36,28 +36,31 @@ pub struct Common {
     /// Directory of `archiver-coordinator` and `archiver-worker`; default: next to this binary.
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// The archiver's load governor: `on` (its defaults), `off`, or a budget in database seconds
-    /// per second (e.g. `0.1`). Default: on, except for `compare` and `large-batch`, which
-    /// measure raw speed against the raw baseline (off).
+    /// The archiver's load governor: `on` (its defaults), `off`, a budget in database seconds
+    /// per second (e.g. `0.1`), or a `defaults.governor` section as a YAML flow mapping (e.g.
+    /// `{budget: 0.1, delete_chunk_time: 10ms}`). Default: on, except for `compare` and
+    /// `large-batch`, which measure raw speed against the raw baseline (off).
     #[arg(long, value_parser = parse_governor)]
     pub governor: Option<Governor>,
 }
 
 /// `--governor`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Governor {
     On,
     Off,
     Budget(f64),
+    Section(String),
 }
 
 impl Governor {
     /// The `defaults.governor` setting, as YAML.
-    pub fn yaml(self) -> String {
+    pub fn yaml(&self) -> String {
         match self {
             Governor::On => "{enabled: true}".into(),
             Governor::Off => "{enabled: false}".into(),
             Governor::Budget(b) => format!("{{enabled: true, budget: {b}}}"),
+            Governor::Section(yaml) => yaml.clone(),
         }
     }
 }
@@ -66,6 +69,7 @@ fn parse_governor(s: &str) -> Result<Governor, String> {
     match s {
         "on" => Ok(Governor::On),
         "off" => Ok(Governor::Off),
+        section if section.trim_start().starts_with('{') => Ok(Governor::Section(section.to_string())),
         b => b
             .parse::<f64>()
             .ok()
@@ -126,7 +130,7 @@ impl Env {
         };
         let queue = format!("archiver.loadtest.{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let amqp = amqp.map(|a| a.amqp.clone());
-        Ok(Env { db, s3, out, amqp, queue, coordinator, worker, storage: common.storage, governor: common.governor })
+        Ok(Env { db, s3, out, amqp, queue, coordinator, worker, storage: common.storage, governor: common.governor.clone() })
     }
 
     pub fn archive_dir(&self) -> PathBuf {
@@ -141,7 +145,7 @@ impl Env {
             None => Storage::local(std::path::absolute(self.archive_dir())?),
         };
         let mut builder = ConfigBuilder::new().storage(storage).set_default("retention_days", 90).database(&self.db);
-        if let Some(g) = self.governor {
+        if let Some(g) = &self.governor {
             builder = builder.set_default("governor", g.yaml());
         }
         Ok(builder.tables(tables.iter().map(|t| Table::audit(t))))

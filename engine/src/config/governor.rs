@@ -18,7 +18,7 @@ pub struct GovernorConfig {
     pub enabled: Option<bool>,
     /// The database time the archiver may use: seconds its statements run per second of wall
     /// time, summed over every archiver process on this database (each takes an equal share).
-    /// Default 0.05, about 5 % of one CPU core on the database server.
+    /// Default 0.07, about 7 % of one CPU core on the database server.
     #[serde(default)]
     pub budget: Option<f64>,
     /// Above this replication lag (on the primary's `pg_stat_replication`, the read replica and
@@ -30,7 +30,7 @@ pub struct GovernorConfig {
     #[serde(default)]
     pub replicas: Option<Vec<String>>,
     /// Target duration of one delete transaction: a batch's rows are deleted in chunks sized to
-    /// take about this long, so locks and WAL bursts stay short. Default `50ms`.
+    /// take about this long, so locks and WAL bursts stay short. Default `10ms`.
     #[serde(default)]
     pub delete_chunk_time: Option<DurationSetting>,
     /// How often the governor reads its signals. Default `1s`.
@@ -59,10 +59,10 @@ impl GovernorConfig {
     pub fn over(&self, base: &GovernorConfig) -> GovernorSettings {
         GovernorSettings {
             enabled: self.enabled.or(base.enabled).unwrap_or(true),
-            budget: self.budget.or(base.budget).unwrap_or(0.05),
+            budget: self.budget.or(base.budget).unwrap_or(0.07),
             max_replica_lag: self.max_replica_lag.or(base.max_replica_lag).map_or(Duration::from_secs(30), |d| d.0),
             replicas: self.replicas.clone().or_else(|| base.replicas.clone()).unwrap_or_default(),
-            delete_chunk_time: self.delete_chunk_time.or(base.delete_chunk_time).map_or(Duration::from_millis(50), |d| d.0),
+            delete_chunk_time: self.delete_chunk_time.or(base.delete_chunk_time).map_or(Duration::from_millis(10), |d| d.0),
             interval: self.interval.or(base.interval).map_or(Duration::from_secs(1), |d| d.0),
             max_probe_ratio: self.max_probe_ratio.or(base.max_probe_ratio).unwrap_or(2.0),
         }
@@ -71,7 +71,7 @@ impl GovernorConfig {
     pub(super) fn validate(&self, path: &str, problems: &mut Problems) {
         if let Some(b) = self.budget {
             if !(b > 0.0 && b <= 64.0) {
-                problems.add(format!("{path}.budget"), "must be more than 0 (database seconds per second; 0.05 is 5 % of one core)");
+                problems.add(format!("{path}.budget"), "must be more than 0 and at most 64 (database seconds per second; 0.05 is 5 % of one core)");
             }
         }
         if let Some(r) = self.max_probe_ratio {
@@ -135,7 +135,7 @@ mod tests {
         let db = GovernorConfig { budget: Some(0.1), ..Default::default() };
         let s = db.over(&base);
         assert_eq!((s.enabled, s.budget, s.max_replica_lag), (true, 0.1, Duration::from_secs(5)));
-        assert_eq!(s.delete_chunk_time, Duration::from_millis(50));
+        assert_eq!(s.delete_chunk_time, Duration::from_millis(10));
         let off = GovernorConfig { enabled: Some(false), ..Default::default() }.over(&GovernorConfig::default());
         assert!(!off.enabled);
     }

@@ -103,7 +103,11 @@ impl Governor {
                     replicas: self.replicas.iter().map(|o| Conn::new(o.clone(), format!("{}:{}", o.get_host(), o.get_port()))).collect(),
                     status: self.status.clone(),
                 };
+                let mut first = self.status.subscribe();
                 tokio::spawn(watcher.run(self.stop.clone()));
+                // Nothing is written before the first reading of the signals (a replica gate may
+                // already be closed); a reading that never comes is not waited for long.
+                let _ = tokio::time::timeout(Duration::from_secs(10), first.changed()).await;
             })
             .await;
     }
@@ -167,6 +171,7 @@ impl Watcher {
         let mut controller = Controller::new(self.settings.max_probe_ratio, self.settings.max_replica_lag);
         let mut probe = Probe::default();
         let mut last_state = (State::Running, Reason::Healthy);
+        self.check_privileges().await;
         loop {
             let (signals, processes) = self.read(&mut probe).await;
             let decision = controller.step(&signals);
@@ -185,8 +190,42 @@ impl Watcher {
         }
     }
 
-    /// This interval's signals, and the number of processes sharing the budget.
+    /// Warns once when the role cannot see other sessions' wait events or replication lag: those
+    /// signals would read as nothing.
+    async fn check_privileges(&mut self) {
+        let Ok(conn) = self.primary.get().await else { return };
+        let seen: Result<(bool,), _> = sqlx::query_as(
+            "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')
+                    OR coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)",
+        )
+        .fetch_one(conn)
+        .await;
+        if let Ok((false,)) = seen {
+            tracing::warn!(
+                database = %self.database,
+                "governor: this role cannot see other sessions' lock waits or replication lag; \
+                 GRANT pg_monitor (or pg_read_all_stats) to it, or those signals read as nothing"
+            );
+        }
+    }
+
+    /// This interval's signals, and the number of processes sharing the budget. Each server gets
+    /// a few intervals to answer; one that does not is taken as stalled (a replica) or skipped
+    /// (the primary: the pipeline's own statements time out there).
     async fn read(&mut self, probe: &mut Probe) -> (Signals, u32) {
+        let limit = (self.settings.interval * 3).max(Duration::from_secs(2));
+        match tokio::time::timeout(limit, self.read_all(probe)).await {
+            Ok(read) => read,
+            Err(_) => {
+                self.primary.reset();
+                self.replicas.iter_mut().for_each(Conn::reset);
+                let s = Signals { replica_stalled: Some(format!("no answer within {}s", limit.as_secs())), ..Default::default() };
+                (s, 1)
+            }
+        }
+    }
+
+    async fn read_all(&mut self, probe: &mut Probe) -> (Signals, u32) {
         let mut s = Signals::default();
         let mut processes = 1;
         match self.primary.probe().await {

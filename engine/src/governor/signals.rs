@@ -12,7 +12,7 @@ use sqlx::{ConnectOptions, PgConnection};
 /// the budget.
 pub const APPLICATION_NAME: &str = "audit_archiver governor";
 
-/// The probe: `SELECT 1` on a connection of its own, timed. Its idle baseline is the lowest
+/// The probe: a minimal commit on a connection of its own, timed ([`Conn::probe`]). Its idle baseline is the lowest
 /// latency seen over the last five minutes of readings; a reading is the median of the last
 /// three. An overshoot of less than 1 ms is never counted as harm (loopback noise).
 #[derive(Debug, Default)]
@@ -70,11 +70,15 @@ impl Conn {
         self.conn = None;
     }
 
-    /// How long `SELECT 1` takes.
+    /// How long a minimal write transaction takes: one that only takes a transaction id, so its
+    /// commit record must be flushed like anyone's. It writes no row; it waits where others'
+    /// commits wait (WAL flush, CPU), which is where the archiver's deletes would hurt them.
     pub async fn probe(&mut self) -> Result<Duration, sqlx::Error> {
         let conn = self.get().await?;
         let t = Instant::now();
-        sqlx::query("SELECT 1").execute(conn).await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query("SELECT txid_current()").execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(t.elapsed())
     }
 }

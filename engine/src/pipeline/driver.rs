@@ -131,10 +131,16 @@ impl ItemRun<'_> {
         stage(span, "verify", verify_stored(store, &key, size, &checksum, &batch.encoded.sha256)).await?;
         let record = record::batch_record(&self.item, seq, window, key, checksum, batch);
         let cp = &self.source.checkpoints;
-        // A checkpoint write is a write: it waits while a replica gate is closed.
-        self.source.governor.writes_allowed(&self.stop).await;
+        // A checkpoint write is a write: paced like the others, and held while a replica gate is
+        // closed (its keys make it the largest single write of a batch).
+        let governor = &self.source.governor;
+        governor.acquire(&self.stop).await;
+        governor.writes_allowed(&self.stop).await;
         self.stopped()?;
-        stage(span, "checkpoint", record::record(cp, &record, &self.pipeline.worker_id)).await?;
+        let started = Instant::now();
+        let recorded = stage(span, "checkpoint", record::record(cp, &record, &self.pipeline.worker_id)).await;
+        governor.spent(started.elapsed());
+        recorded?;
         self.pipeline.fault(Point::Recorded, &self.item, seq).await?;
         let deleted = stage(span, "delete", self.delete(&record)).await?;
         span.record("deleted", deleted);

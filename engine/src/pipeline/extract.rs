@@ -112,55 +112,77 @@ impl JsonList {
     }
 }
 
-/// Reads the next batch of `window` after `after` (exclusive), encoding rows as they arrive.
-/// Returns None when the window has no more rows.
-pub async fn next_batch(
-    conn: &mut PgConnection,
-    sql: &TableSql,
-    window: Window,
-    after: Option<&(String, String)>,
-    limit: u32,
-    mut encoder: Encoder,
-    batch: &tracing::Span,
-) -> Result<Option<Extracted>, sqlx::Error> {
-    let query = match after {
-        None => sqlx::query(&sql.first).bind(window.start).bind(window.end).bind(limit as i64),
-        Some((ts, pk)) => sqlx::query(&sql.next).bind(ts).bind(window.end).bind(limit as i64).bind(pk),
-    };
-    let mut rows = query.fetch(conn);
-    let (mut pks, mut xmins) = (JsonList::default(), JsonList::default());
-    let mut count = 0;
-    let mut first = None;
-    let (mut last_ts, mut last_pk) = (String::new(), String::new());
-    while let Some(row) = rows.try_next().await? {
-        let pk: &str = row.try_get(0)?;
-        let ts: &str = row.try_get(1)?;
-        let xmin: &str = row.try_get(2)?;
-        let json: &str = row.try_get(3)?;
-        encoder.push(json);
-        if first.is_none() {
-            first = Some((ts.to_string(), pk.to_string()));
-        }
-        last_ts.clear();
-        last_ts.push_str(ts);
-        last_pk.clear();
-        last_pk.push_str(pk);
-        pks.push(pk);
-        xmins.push(xmin);
-        count += 1;
+/// A batch being read page by page: rows are encoded as they arrive, with their keys and row
+/// versions, until the batch is full or its window has no more rows.
+pub struct Batch {
+    encoder: Encoder,
+    pks: JsonList,
+    xmins: JsonList,
+    rows: usize,
+    first: Option<(String, String)>,
+    last: (String, String),
+}
+
+impl Batch {
+    pub fn new(encoder: Encoder) -> Self {
+        Batch { encoder, pks: JsonList::default(), xmins: JsonList::default(), rows: 0, first: None, last: Default::default() }
     }
-    let Some(first) = first else { return Ok(None) };
-    // Rows are compressed as they stream in (inside `extract`); `encode` closes the frame and
-    // takes the checksum.
-    let encoded = tracing::debug_span!(parent: batch, "stage", otel.name = "encode").in_scope(|| encoder.finish());
-    Ok(Some(Extracted {
-        encoded,
-        pks: pks.finish(),
-        xmins: xmins.finish(),
-        rows: count,
-        first,
-        last: (last_ts, last_pk),
-    }))
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Where the next page starts: after the last row read so far, or after `after` if none.
+    fn after<'a>(&'a self, after: Option<&'a (String, String)>) -> Option<&'a (String, String)> {
+        if self.rows > 0 { Some(&self.last) } else { after }
+    }
+
+    /// Reads up to `limit` more rows of `window` (after `after`, or after this batch's last row)
+    /// into the batch; returns how many it read (fewer than `limit`: the window is exhausted).
+    pub async fn read_page(
+        &mut self,
+        conn: &mut PgConnection,
+        sql: &TableSql,
+        window: Window,
+        after: Option<&(String, String)>,
+        limit: u32,
+    ) -> Result<usize, sqlx::Error> {
+        let from = self.after(after).cloned();
+        let query = match &from {
+            None => sqlx::query(&sql.first).bind(window.start).bind(window.end).bind(limit as i64),
+            Some((ts, pk)) => sqlx::query(&sql.next).bind(ts).bind(window.end).bind(limit as i64).bind(pk),
+        };
+        let mut rows = query.fetch(conn);
+        let mut read = 0;
+        while let Some(row) = rows.try_next().await? {
+            let pk: &str = row.try_get(0)?;
+            let ts: &str = row.try_get(1)?;
+            let xmin: &str = row.try_get(2)?;
+            let json: &str = row.try_get(3)?;
+            self.encoder.push(json);
+            if self.first.is_none() {
+                self.first = Some((ts.to_string(), pk.to_string()));
+            }
+            self.last.0.clear();
+            self.last.0.push_str(ts);
+            self.last.1.clear();
+            self.last.1.push_str(pk);
+            self.pks.push(pk);
+            self.xmins.push(xmin);
+            read += 1;
+        }
+        self.rows += read;
+        Ok(read)
+    }
+
+    /// The batch, encoded; None if no row was read. Rows are compressed as they stream in
+    /// (inside `extract`); this closes the frame and takes the checksum (`encode`).
+    pub fn finish(self, batch: &tracing::Span) -> Option<Extracted> {
+        let first = self.first?;
+        let encoder = self.encoder;
+        let encoded = tracing::debug_span!(parent: batch, "stage", otel.name = "encode").in_scope(|| encoder.finish());
+        Some(Extracted { encoded, pks: self.pks.finish(), xmins: self.xmins.finish(), rows: self.rows, first, last: self.last })
+    }
 }
 
 #[cfg(test)]

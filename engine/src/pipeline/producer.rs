@@ -14,11 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
 use super::encode::Encoder;
-use super::extract::{self, Extracted, TableSql, Window};
+use super::extract::{Batch, Extracted, TableSql, Window};
 use super::spans::{batch_span, stage};
 use super::PipelineError;
 use crate::source::table::TableInfo;
 use crate::source::Source;
+
+/// Rows per read statement while the governor runs: a batch of 10,000 is read in five pages,
+/// each a short burst the governor paces.
+const PAGE_ROWS: u32 = 2_000;
 
 pub(super) type Produced = Result<(i32, Window, Extracted, Span), PipelineError>;
 
@@ -66,13 +70,18 @@ impl Producer {
             let span = batch_span(&self.item, seq, window.day());
             span.record("window_start", tracing::field::display(window.start))
                 .record("window_end", tracing::field::display(window.end));
-            let started = std::time::Instant::now();
             // A read on a replica may be cancelled by a recovery conflict: read again.
-            let attempt = || self.read(window, after.as_ref(), &span);
-            let read = stage(&span, "extract", attempt.retry(read_backoff()).when(super::db_retryable)).await;
-            self.source.governor.spent(started.elapsed());
-            let status = self.source.governor.status();
-            span.record("governor", tracing::field::display(format_args!("{} x{:.2}", status.decision.state.as_str(), status.decision.factor)));
+            let attempt = || self.read(window, after.as_ref(), &span, &stop);
+            let retried = attempt.retry(read_backoff()).when(super::db_retryable).notify(|e, wait| {
+                tracing::warn!(item = %self.item.slug(), error = %e, ?wait, "reading a batch failed; reading it again")
+            });
+            let read = stage(&span, "extract", retried).await;
+            if self.source.governor.enabled() {
+                let status = self.source.governor.status();
+                span.record("governor", tracing::field::display(format_args!("{} x{:.2}", status.decision.state.as_str(), status.decision.factor)));
+            } else {
+                span.record("governor", "off");
+            }
             let batch = match read {
                 Ok(b) => b,
                 Err(e) => {
@@ -134,18 +143,29 @@ impl Producer {
         }
     }
 
-    /// One batch of `window` after `after`, in a read-only transaction, so the timeout stays with
-    /// this statement and leaves the pooled connection as it was.
-    async fn read(&self, window: Window, after: Option<&(String, String)>, span: &Span) -> Result<Option<Extracted>, sqlx::Error> {
+    /// One batch of `window` after `after`, read in pages of at most [`PAGE_ROWS`] rows, each
+    /// its own read-only transaction paced by the governor: no read holds a core for long. The
+    /// timeout stays with each statement and leaves the pooled connection as it was.
+    async fn read(&self, window: Window, after: Option<&(String, String)>, span: &Span, stop: &CancellationToken) -> Result<Option<Extracted>, sqlx::Error> {
         let s = &self.info.settings;
-        let encoder = Encoder::new(s.compression, s.compression_level);
-        let mut tx = self.source.read_pool.begin().await?;
-        sqlx::query("SELECT set_config('statement_timeout', $1, true), set_config('transaction_read_only', 'on', true)")
-            .bind(format!("{}ms", s.statement_timeout.as_millis()))
-            .execute(&mut *tx)
-            .await?;
-        let batch = extract::next_batch(&mut tx, &self.sql, window, after, s.batch_size, encoder, span).await?;
-        tx.commit().await?;
-        Ok(batch)
+        let governor = &self.source.governor;
+        let page = if governor.enabled() { PAGE_ROWS.min(s.batch_size) } else { s.batch_size };
+        let mut batch = Batch::new(Encoder::new(s.compression, s.compression_level));
+        loop {
+            let want = page.min(s.batch_size - batch.rows() as u32);
+            let started = std::time::Instant::now();
+            let mut tx = self.source.read_pool.begin().await?;
+            sqlx::query("SELECT set_config('statement_timeout', $1, true), set_config('transaction_read_only', 'on', true)")
+                .bind(format!("{}ms", s.statement_timeout.as_millis()))
+                .execute(&mut *tx)
+                .await?;
+            let read = batch.read_page(&mut tx, &self.sql, window, after, want).await?;
+            tx.commit().await?;
+            governor.spent(started.elapsed());
+            if read < want as usize || batch.rows() as u32 >= s.batch_size || stop.is_cancelled() {
+                return Ok(batch.finish(span));
+            }
+            governor.acquire(stop).await;
+        }
     }
 }

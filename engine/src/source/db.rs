@@ -121,6 +121,22 @@ pub async fn probe(opts: &PgConnectOptions, timeout: Duration) -> Result<(), Str
     }
 }
 
+/// Checks that a read replica is a standby in recovery: reading from a primary (a promoted
+/// replica, a wrong host) would wait for ever for a replay that never happens.
+pub async fn standby(opts: &PgConnectOptions) -> Result<(), String> {
+    use sqlx::{ConnectOptions, Connection};
+    let place = format!("{}:{}", opts.get_host(), opts.get_port());
+    let mut conn = opts.connect().await.map_err(|e| format!("{place}: {e}"))?;
+    let (recovering,): (bool,) =
+        sqlx::query_as("SELECT pg_is_in_recovery()").fetch_one(&mut conn).await.map_err(|e| format!("{place}: {e}"))?;
+    let _ = conn.close().await;
+    if recovering {
+        Ok(())
+    } else {
+        Err(format!("{place} is not a standby (pg_is_in_recovery() is false): point read_replica at a streaming replica"))
+    }
+}
+
 /// A pool of at most `size` connections, none kept open once unused for `idle`. Connecting is
 /// lazy: errors show at first use, where the caller names the database.
 pub fn pool(opts: PgConnectOptions, size: u32, idle: Duration) -> PgPool {
