@@ -81,9 +81,15 @@ async fn stray_objects_of_an_interrupted_attempt_are_removed() {
     .await
     .unwrap();
     assert!(deleted.rows_affected() > 0);
+    // An object of a later claim of the same item (as if another process had taken the item over
+    // and uploaded it, not yet recorded): no earlier claim may remove it.
+    assert!(stray.contains("-a1-b000003."), "{stray}");
+    let later = stray.replace("-a1-b000003.", "-a9-b000003.");
+    store.put(&later, bytes::Bytes::from_static(b"a later claim's object")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3_200)).await;
     assert!(run(&config, opts(1)).await.all_finished());
     assert!(store.head(&stray).await.unwrap().is_none(), "the stray object {stray} was removed");
+    assert!(store.head(&later).await.unwrap().is_some(), "a later claim's object {later} was left alone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

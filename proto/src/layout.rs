@@ -1,9 +1,9 @@
 //! Where objects go. Keys are relative to the store's configured prefix:
 //!
 //! ```text
-//! {database}/{schema}.{table}/year=YYYY/month=MM/day=DD/{item slug}-b{seq:06}.jsonl.zst   (partition: day)
-//! {database}/{schema}.{table}/year=YYYY/month=MM/{item slug}-b{seq:06}.jsonl.zst          (partition: month)
-//! {database}/{schema}.{table}/year=YYYY/{item slug}-b{seq:06}.jsonl.zst                   (partition: year)
+//! {database}/{schema}.{table}/year=YYYY/month=MM/day=DD/{item slug}-a{attempt}-b{seq:06}.jsonl.zst   (partition: day)
+//! {database}/{schema}.{table}/year=YYYY/month=MM/{item slug}-a{attempt}-b{seq:06}.jsonl.zst          (partition: month)
+//! {database}/{schema}.{table}/year=YYYY/{item slug}-a{attempt}-b{seq:06}.jsonl.zst                   (partition: year)
 //! {database}/{schema}.{table}/_manifests/{item slug}.json
 //! ```
 //!
@@ -45,14 +45,42 @@ pub fn partition_prefix(item: &WorkItem, partition: Partition, start: NaiveDate)
     }
 }
 
-/// The key of batch `seq` of `item`, whose rows all fall in the partition starting on `start`.
-pub fn data_key(item: &WorkItem, partition: Partition, start: NaiveDate, seq: i32, compression: Compression) -> String {
-    format!("{}{}-b{:06}.{}", partition_prefix(item, partition, start), item.slug(), seq, compression.extension())
+/// Where a batch object goes: which item, which claim of it (`attempt`, counted by the checkpoint
+/// store), which partition, which batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPlace<'a> {
+    pub item: &'a WorkItem,
+    pub attempt: i32,
+    pub partition: Partition,
+    /// The first day of the partition that holds the batch's rows.
+    pub start: NaiveDate,
+    pub seq: i32,
+}
+
+/// The key of a batch object: `{partition}/{item slug}-a{attempt}-b{seq:06}.jsonl.zst`. The
+/// attempt keeps two claims of one item (a process taken over while it still ran) from ever
+/// writing the same key; a retry within a claim overwrites its own object.
+pub fn data_key(p: BatchPlace<'_>, compression: Compression) -> String {
+    format!(
+        "{}{}-a{}-b{:06}.{}",
+        partition_prefix(p.item, p.partition, p.start),
+        p.item.slug(),
+        p.attempt,
+        p.seq,
+        compression.extension()
+    )
+}
+
+/// The claim (attempt) a data object's key names, if it is one of `item`'s.
+pub fn data_attempt(item: &WorkItem, key: &str) -> Option<i32> {
+    let name = key.rsplit('/').next()?;
+    let rest = name.strip_prefix(&data_name_prefix(item))?;
+    rest.split_once("-b")?.0.parse().ok()
 }
 
 /// The file-name start shared by all of an item's data objects.
 pub fn data_name_prefix(item: &WorkItem) -> String {
-    format!("{}-b", item.slug())
+    format!("{}-a", item.slug())
 }
 
 /// The key of the item's manifest.
@@ -81,8 +109,8 @@ mod tests {
     fn keys_are_partitioned_by_the_rows_day() {
         let day = NaiveDate::from_ymd_opt(2024, 3, 5).unwrap();
         assert_eq!(
-            data_key(&item("audit_log"), Partition::Day, day, 7, Compression::Zstd),
-            "app/public.audit_log/year=2024/month=03/day=05/20240305T000000Z-20240306T000000Z-g0-i1-b000007.jsonl.zst"
+            data_key(BatchPlace { item: &item("audit_log"), attempt: 1, partition: Partition::Day, start: day, seq: 7 }, Compression::Zstd),
+            "app/public.audit_log/year=2024/month=03/day=05/20240305T000000Z-20240306T000000Z-g0-i1-a1-b000007.jsonl.zst"
         );
         assert_eq!(
             manifest_key(&item("audit_log")),
@@ -105,6 +133,10 @@ mod tests {
         let i = item("audit_log");
         assert_eq!(partition_prefix(&i, Partition::Month, d), "app/public.audit_log/year=2024/month=03/");
         assert_eq!(partition_prefix(&i, Partition::Year, NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()), "app/public.audit_log/year=2024/");
-        assert!(data_key(&i, Partition::Year, d, 2, Compression::Gzip).ends_with("/year=2024/20240305T000000Z-20240306T000000Z-g0-i1-b000002.jsonl.gz"));
+        let key = data_key(BatchPlace { item: &i, attempt: 3, partition: Partition::Year, start: d, seq: 2 }, Compression::Gzip);
+        assert!(key.ends_with("/year=2024/20240305T000000Z-20240306T000000Z-g0-i1-a3-b000002.jsonl.gz"), "{key}");
+        assert_eq!(data_attempt(&i, &key), Some(3));
+        let other = WorkItem { id: 12, ..i.clone() };
+        assert_eq!(data_attempt(&other, &key), None, "another item's object");
     }
 }

@@ -286,9 +286,10 @@ async fn handle_item(shared: Arc<Shared>, broker: Arc<Broker>, d: Delivery, item
         Err(PipelineError::Cancelled) => requeue(&d).await,
         // The item was handed back; so is its message. Stop this worker: every item would fail.
         Err(e) if e.stops_the_run() => {
-            requeue(&d).await;
+            // Stop consuming first, so the message does not come straight back to this worker.
             shared.fatal.lock().expect("fatal lock").get_or_insert_with(|| e.to_string());
             shared.stop.cancel();
+            requeue(&d).await;
         }
         // Someone else owns the item now.
         Err(PipelineError::LeaseLost) => ack(&d).await,

@@ -267,7 +267,7 @@ impl CheckpointStore {
             "UPDATE {} SET state = 'running', lease_owner = $2, lease_until = now() + $3,
                 attempts = attempts + 1, updated_at = now()
              WHERE id = $1 AND (state IN ('pending', 'failed')
-                 OR (state = 'running' AND (lease_until < now() OR NOT {})))
+                 OR (state = 'running' AND (lease_until < now() OR (lease_owner <> $2 AND NOT {}))))
              RETURNING {ITEM_COLUMNS}",
             self.t("work_items"),
             presence::alive_sql("lease_owner")

@@ -85,7 +85,8 @@ impl Conn {
 
 /// What the primary says: sessions of others waiting on locks held by an archiver session, the
 /// number of archiver processes governing this database, and the worst `replay_lag` of its
-/// replicas.
+/// streaming physical replicas (logical subscribers and base backups are not replicas to wait
+/// for).
 pub async fn primary(conn: &mut PgConnection) -> Result<(u32, u32, Option<Duration>), sqlx::Error> {
     let (waiters, governors, lag): (i64, i64, Option<f64>) = sqlx::query_as(
         "SELECT
@@ -95,7 +96,9 @@ pub async fn primary(conn: &mut PgConnection) -> Result<(u32, u32, Option<Durati
                             JOIN pg_stat_activity o ON o.pid = b.pid
                             WHERE o.application_name LIKE 'audit_archiver%')),
             (SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()),
-            (SELECT extract(epoch FROM max(replay_lag))::float8 FROM pg_stat_replication)",
+            (SELECT extract(epoch FROM max(r.replay_lag))::float8 FROM pg_stat_replication r
+              WHERE r.state = 'streaming'
+                AND NOT EXISTS (SELECT 1 FROM pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical'))",
     )
     .bind(APPLICATION_NAME)
     .fetch_one(conn)

@@ -31,6 +31,8 @@ use crate::source::Source;
 pub(super) struct ItemRun<'a> {
     pub pipeline: &'a Pipeline,
     pub item: WorkItem,
+    /// This claim's number (the item's `attempts` after claiming it): in every object key.
+    pub attempt: i32,
     pub info: Arc<TableInfo>,
     pub source: &'a Source,
     pub sql: Arc<TableSql>,
@@ -122,7 +124,8 @@ impl ItemRun<'_> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(PipelineError::LeaseLost);
         }
-        let key = layout::data_key(&self.item, window.partition, window.day(), seq, self.info.settings.compression);
+        let place = layout::BatchPlace { item: &self.item, attempt: self.attempt, partition: window.partition, start: window.day(), seq };
+        let key = layout::data_key(place, self.info.settings.compression);
         let size = batch.encoded.body.len() as u64;
         span.record("key", key.as_str());
         let store = &*self.pipeline.store;
@@ -186,8 +189,14 @@ impl ItemRun<'_> {
     /// 3. Removes strays, writes and verifies the manifest, and marks the item done.
     async fn commit(&self) -> Result<ItemReport, PipelineError> {
         let (item, cp) = (&self.item, &self.source.checkpoints);
+        // A process taken over while it still ran must not remove or overwrite anything of the new
+        // owner's: check the claim before touching the store, and remove only strays of this
+        // claim or earlier ones.
+        if !cp.heartbeat(item.id, &self.pipeline.worker_id, self.pipeline.lease).await? {
+            return Err(PipelineError::LeaseLost);
+        }
         let batches = cp.batches(item.id).await?;
-        manifest::remove_strays(&*self.pipeline.store, item, self.info.settings.partition, &batches).await?;
+        manifest::remove_strays(&*self.pipeline.store, item, self.attempt, self.info.settings.partition, &batches).await?;
         let manifest = manifest::build(item, &self.info, &batches);
         let key = layout::manifest_key(item);
         let body = bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).expect("manifest serializes"));

@@ -51,11 +51,13 @@ pub(super) fn build(item: &WorkItem, info: &TableInfo, batches: &[BatchRecord]) 
     }
 }
 
-/// Deletes this item's data objects that no batch record names: left by an attempt that crashed
-/// between upload and record, or overtaken by a retry that cut batches differently.
+/// Deletes this item's data objects of this claim or an earlier one that no batch record names:
+/// left by an attempt that crashed between upload and record, or overtaken by a retry that cut
+/// batches differently.
 pub(super) async fn remove_strays(
     store: &dyn ObjectStore,
     item: &WorkItem,
+    attempt: i32,
     partition: Partition,
     batches: &[BatchRecord],
 ) -> Result<(), PipelineError> {
@@ -66,7 +68,9 @@ pub(super) async fn remove_strays(
     while day <= last {
         let prefix = format!("{}{}", layout::partition_prefix(item, partition, day), name_prefix);
         for key in store.list(&prefix).await? {
-            if !keep.contains(key.as_str()) {
+            // Never a later claim's object: its owner may be about to record it.
+            let ours = layout::data_attempt(item, &key).is_some_and(|a| a <= attempt);
+            if ours && !keep.contains(key.as_str()) {
                 tracing::info!(%key, "removing an object of an interrupted attempt that no batch record names");
                 store.delete(&key).await?;
             }

@@ -152,6 +152,7 @@ impl Pipeline {
                 let run = ItemRun {
                     pipeline: self,
                     item: item.clone(),
+                    attempt: row.attempts,
                     sql: Arc::new(TableSql::new(&info)),
                     limits: DeleteLimits { lock_timeout: s.lock_timeout, statement_timeout: s.statement_timeout },
                     info: info.clone(),
