@@ -47,6 +47,12 @@ impl ItemRun<'_> {
     pub async fn archive(&self) -> Result<ItemReport, PipelineError> {
         let recorded = self.source.checkpoints.batches(self.item.id).await?;
         self.finish_recorded(&recorded).await?;
+        if self.attempt > 1 {
+            // Objects an earlier claim uploaded but never recorded: gone before this claim writes
+            // its own, so no row is in two objects for longer than a crash leaves it.
+            let partition = self.info.settings.partition;
+            manifest::remove_strays(&*self.pipeline.store, &self.item, self.attempt - 1, partition, &recorded).await?;
+        }
         self.archive_rest(&recorded).await?;
         self.stopped()?;
         self.commit().await

@@ -51,7 +51,7 @@ pub(super) fn build(item: &WorkItem, info: &TableInfo, batches: &[BatchRecord]) 
     }
 }
 
-/// Deletes this item's data objects of this claim or an earlier one that no batch record names:
+/// Deletes this item's data objects of claim `attempt` or an earlier one that no batch record names:
 /// left by an attempt that crashed between upload and record, or overtaken by a retry that cut
 /// batches differently.
 pub(super) async fn remove_strays(
