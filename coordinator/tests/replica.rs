@@ -22,6 +22,24 @@ fn on_replica(db: &TestDb) -> Database {
     Database::of(db).set("read_replica", format!("{{host: 127.0.0.1, port: {}}}", replica::port()))
 }
 
+/// A database of the test's own with `rows` seeded rows, on the primary and (once replicated)
+/// on the replica, and a configuration that reads it on the replica with `batch_size` and the
+/// governor section `governor`.
+async fn setup(rows: u64, batch_size: u32, governor: &str) -> (TestDb, archiver_testkit::S3Server, sqlx::PgPool, ConfigBuilder) {
+    let (db, s3) = s3_and_db().await;
+    seeded(&db, rows).await;
+    let standby = replica::connect(&db.name).await;
+    replica::caught_up(&db.pool, &standby).await;
+    let builder = ConfigBuilder::new()
+        .storage(Storage::s3(&s3, ""))
+        .set_default("retention_days", 90)
+        .set_default("batch_size", batch_size)
+        .set_default("range_interval", "400d")
+        .set_default("governor", governor)
+        .database(on_replica(&db).table(audit_table()));
+    (db, s3, standby, builder)
+}
+
 /// Tuples read through the (created_at, id) index of `audit_log` on one server.
 async fn read_through_ts_index(pool: &sqlx::PgPool) -> i64 {
     let (n,): (i64,) = sqlx::query_as(
@@ -36,16 +54,7 @@ async fn read_through_ts_index(pool: &sqlx::PgPool) -> i64 {
 #[tokio::test]
 async fn batches_are_read_on_the_replica_and_deleted_on_the_primary() {
     let _one = REPLICA.lock().await;
-    let (db, s3) = s3_and_db().await;
-    seeded(&db, 3_000).await;
-    let standby = replica::connect(&db.name).await;
-    replica::caught_up(&db.pool, &standby).await;
-    let builder = ConfigBuilder::new()
-        .storage(Storage::s3(&s3, ""))
-        .set_default("retention_days", 90)
-        .set_default("batch_size", 200)
-        .set_default("governor", "{budget: 1.0, interval: 200ms}")
-        .database(on_replica(&db).table(audit_table()));
+    let (db, _s3, standby, builder) = setup(3_000, 200, "{budget: 1.0, interval: 200ms}").await;
     let config = load(&builder);
     let before = snapshot(&db, "audit_log").await;
     let summary = run(&config, opts(2)).await;
@@ -81,17 +90,7 @@ impl Hooks for UpdateAfterRead {
 #[tokio::test]
 async fn a_row_changed_on_the_primary_after_the_replica_served_it_is_not_deleted() {
     let _one = REPLICA.lock().await;
-    let (db, s3) = s3_and_db().await;
-    seeded(&db, 1_000).await;
-    let standby = replica::connect(&db.name).await;
-    replica::caught_up(&db.pool, &standby).await;
-    let builder = ConfigBuilder::new()
-        .storage(Storage::s3(&s3, ""))
-        .set_default("retention_days", 90)
-        .set_default("batch_size", 100)
-        .set_default("range_interval", "400d")
-        .set_default("governor", "{budget: 1.0, interval: 200ms}")
-        .database(on_replica(&db).table(audit_table()));
+    let (db, _s3, _standby, builder) = setup(1_000, 100, "{budget: 1.0, interval: 200ms}").await;
     let config = load(&builder);
     let (oldest,): (i64,) = sqlx::query_as("SELECT id FROM audit_log ORDER BY created_at, id LIMIT 1").fetch_one(&db.pool).await.unwrap();
     let mut o = opts(1);
@@ -115,17 +114,7 @@ async fn a_row_changed_on_the_primary_after_the_replica_served_it_is_not_deleted
 async fn paused_replay_holds_the_writes_until_it_resumes() {
     let _one = REPLICA.lock().await;
     let recorder = archiver_engine::observe::install_recorder();
-    let (db, s3) = s3_and_db().await;
-    seeded(&db, 6_000).await;
-    let standby = replica::connect(&db.name).await;
-    replica::caught_up(&db.pool, &standby).await;
-    let builder = ConfigBuilder::new()
-        .storage(Storage::s3(&s3, ""))
-        .set_default("retention_days", 90)
-        .set_default("batch_size", 100)
-        .set_default("range_interval", "400d")
-        .set_default("governor", "{budget: 0.5, interval: 100ms, max_replica_lag: 5s}")
-        .database(on_replica(&db).table(audit_table()));
+    let (db, _s3, standby, builder) = setup(6_000, 100, "{budget: 0.5, interval: 100ms, max_replica_lag: 5s}").await;
     let config = load(&builder);
     let before = snapshot(&db, "audit_log").await;
     let run = tokio::spawn({
