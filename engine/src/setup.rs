@@ -124,8 +124,9 @@ async fn connect_source(config: &Config, dbc: &DatabaseConfig, shared: Option<&C
     let read_pool = match &dbc.read_replica {
         Some(r) => {
             let ropts = db::replica_options(dbc, r, &opts).map_err(|e| vec![e])?;
-            db::probe(&ropts, Duration::from_secs(10)).await.map_err(|e| vec![format!("database {} read_replica: {e}", dbc.name)])?;
-            db::standby(&ropts).await.map_err(|e| vec![format!("database {} read_replica: {e}", dbc.name)])?;
+            let named = |e| vec![format!("database {} read_replica: {e}", dbc.name)];
+            let conn = db::connect(&ropts, Duration::from_secs(10)).await.map_err(named)?;
+            db::standby(conn, &ropts).await.map_err(named)?;
             watched.push(ropts.clone());
             Some(db::pool(ropts, size, idle))
         }

@@ -42,13 +42,17 @@ pub fn source_options(db: &DatabaseConfig) -> Result<PgConnectOptions, String> {
         }
     };
     if let Some(var) = &db.password_env {
-        let pw = std::env::var(var)
-            .map_err(|_| format!("database {}: environment variable {var} (password_env) is not set", db.name))?;
-        opts = opts.password(&pw);
+        opts = opts.password(&env_password(var, &format!("database {}", db.name))?);
     } else if let Some(pw) = &db.password {
         opts = opts.password(pw);
     }
     Ok(with_session(opts))
+}
+
+/// The password in the environment variable `var` (a `password_env`), read at connect time; the
+/// error names `what` it is for.
+fn env_password(var: &str, what: &str) -> Result<String, String> {
+    std::env::var(var).map_err(|_| format!("{what}: environment variable {var} (password_env) is not set"))
 }
 
 /// Options for a database's read replica: its own URL, or the primary's options with the host,
@@ -68,9 +72,7 @@ pub fn replica_options(db: &DatabaseConfig, r: &ReadReplicaConfig, primary: &PgC
         o = o.username(u);
     }
     if let Some(var) = &r.password_env {
-        let pw = std::env::var(var)
-            .map_err(|_| format!("database {} read_replica: environment variable {var} (password_env) is not set", db.name))?;
-        o = o.password(&pw);
+        o = o.password(&env_password(var, &format!("database {} read_replica", db.name))?);
     }
     Ok(o)
 }
@@ -94,17 +96,21 @@ fn with_session(opts: PgConnectOptions) -> PgConnectOptions {
 /// Opens one connection to check that the database is reachable and accepts us, within
 /// `timeout`. The error names host, port and database, the cause in one line, and what to check.
 pub async fn probe(opts: &PgConnectOptions, timeout: Duration) -> Result<(), String> {
-    use sqlx::{ConnectOptions, Connection};
+    use sqlx::Connection;
+    let _ = connect(opts, timeout).await?.close().await;
+    Ok(())
+}
+
+/// One connection, opened as [`probe`] opens it (with the same errors), for a further check.
+pub async fn connect(opts: &PgConnectOptions, timeout: Duration) -> Result<sqlx::PgConnection, String> {
+    use sqlx::ConnectOptions;
     let place = format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default database)"));
     match tokio::time::timeout(timeout, opts.connect()).await {
         Err(_) => Err(format!(
             "{place}: no answer within {}s: check the host and port, and that no firewall drops the connection",
             timeout.as_secs()
         )),
-        Ok(Ok(conn)) => {
-            let _ = conn.close().await;
-            Ok(())
-        }
+        Ok(Ok(conn)) => Ok(conn),
         Ok(Err(sqlx::Error::Io(e))) => Err(format!("{place}: cannot connect: {e}: check that PostgreSQL runs there and listens on TCP")),
         Ok(Err(sqlx::Error::Tls(e))) => Err(format!("{place}: TLS failed: {e}")),
         Ok(Err(sqlx::Error::Database(e))) => {
@@ -121,12 +127,11 @@ pub async fn probe(opts: &PgConnectOptions, timeout: Duration) -> Result<(), Str
     }
 }
 
-/// Checks that a read replica is a standby in recovery: reading from a primary (a promoted
-/// replica, a wrong host) would wait for ever for a replay that never happens.
-pub async fn standby(opts: &PgConnectOptions) -> Result<(), String> {
-    use sqlx::{ConnectOptions, Connection};
+/// Checks, on `conn` to the read replica at `opts`, that it is a standby in recovery: reading from
+/// a primary (a promoted replica, a wrong host) would wait for ever for a replay that never happens.
+pub async fn standby(mut conn: sqlx::PgConnection, opts: &PgConnectOptions) -> Result<(), String> {
+    use sqlx::Connection;
     let place = format!("{}:{}", opts.get_host(), opts.get_port());
-    let mut conn = opts.connect().await.map_err(|e| format!("{place}: {e}"))?;
     let (recovering,): (bool,) =
         sqlx::query_as("SELECT pg_is_in_recovery()").fetch_one(&mut conn).await.map_err(|e| format!("{place}: {e}"))?;
     let _ = conn.close().await;
