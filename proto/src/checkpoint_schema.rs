@@ -8,7 +8,7 @@
 /// The version of the tables below. `schema_version` records the version a store is at; a
 /// binary refuses a store newer than it knows, and brings an older one up to date (the steps
 /// from one version to the next go in [`UPGRADES`]).
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// The table that records the store's version: one row per version applied.
 pub fn version_table(schema: &str) -> Vec<String> {
@@ -26,7 +26,34 @@ pub fn version_table(schema: &str) -> Vec<String> {
 /// The steps that bring a store from one version to the next: `UPGRADES[v - 1]` takes a store at
 /// version `v` to `v + 1`, given the schema name. Version 1 is the first, so there is none yet;
 /// [`VERSION`] is always `UPGRADES.len() + 1`.
-pub const UPGRADES: &[fn(&str) -> Vec<String>] = &[];
+pub const UPGRADES: &[fn(&str) -> Vec<String>] = &[to_version_2];
+
+/// Version 2: which rows of a batch were superseded (changed on the source after they were read,
+/// so a later version exists), and legal holds.
+fn to_version_2(schema: &str) -> Vec<String> {
+    vec![format!("ALTER TABLE {schema}.batches ADD COLUMN IF NOT EXISTS superseded text"), holds_table(schema)]
+}
+
+/// Legal holds: a held range of a table is never archived or deleted. Released holds stay, with
+/// who released them and when.
+fn holds_table(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.holds (
+            id           bigserial   PRIMARY KEY,
+            database     text        NOT NULL,
+            schema_name  text        NOT NULL,
+            table_name   text        NOT NULL,
+            range_start  timestamptz NOT NULL,
+            range_end    timestamptz NOT NULL,
+            reason       text        NOT NULL CHECK (reason <> ''),
+            created_by   text        NOT NULL,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            released_by  text,
+            released_at  timestamptz,
+            CHECK (range_start < range_end)
+        )"
+    )
+}
 
 /// Statements that create the checkpoint tables in `schema` (a plain identifier) if missing, at
 /// [`VERSION`]. Safe to run concurrently when wrapped in the caller's advisory lock.
@@ -84,11 +111,13 @@ pub fn create_statements(schema: &str) -> Vec<String> {
                 xmins         text        NOT NULL,  -- JSON array of their xmin, same order
                 state         text        NOT NULL CHECK (state IN ('uploaded', 'deleted')),
                 deleted_count bigint,
+                superseded    text,      -- JSON array of the keys whose row changed after it was read
                 created_at    timestamptz NOT NULL DEFAULT now(),
                 deleted_at    timestamptz,
                 PRIMARY KEY (item_id, seq)
             )"
         ),
+        holds_table(schema),
     ]
 }
 

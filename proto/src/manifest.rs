@@ -48,6 +48,12 @@ pub struct ManifestObject {
     /// The first and last (timestamp, primary key) of the batch, as PostgreSQL prints them.
     pub first_key: KeyBound,
     pub last_key: KeyBound,
+    /// Keys (as PostgreSQL prints them) of rows in this object that changed on the source after
+    /// they were read: their row was not deleted, and its later version is archived by a later run
+    /// or is still in the table. Restore skips these rows, so a row archived twice comes back as
+    /// its last archived version. Absent in format 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,4 +62,10 @@ pub struct KeyBound {
     pub pk: String,
 }
 
-pub const FORMAT: u32 = 1;
+/// The format this release writes. Format 2 added `superseded`; readers take 1 and 2.
+pub const FORMAT: u32 = 2;
+
+/// Whether this release can read a manifest of `format`.
+pub fn readable(format: u32) -> bool {
+    (1..=FORMAT).contains(&format)
+}

@@ -1,7 +1,8 @@
 //! The checkpoint store: work items, leases and batch records in PostgreSQL.
 //!
-//! Input: state changes of items and batches. Output: durable rows in `{schema}.work_items` and
-//! `{schema}.batches`. Invariants: a batch is recorded (key, rows, checksum, key bounds, primary
+//! Input: state changes of items and batches. Output: durable rows in `{schema}.work_items`,
+//! `{schema}.batches` and `{schema}.holds` (legal holds, see [`holds`]). Invariants: a batch is
+//! recorded (key, rows, checksum, key bounds, primary
 //! keys and row versions) before any of its rows is deleted; every write on behalf of a worker
 //! checks that it still holds the item's lease, so a worker that lost its lease changes nothing.
 
@@ -11,6 +12,7 @@ use archiver_proto::{checkpoint_schema, WorkItem};
 
 pub use archiver_proto::{BatchState, ItemState};
 
+pub mod holds;
 mod presence;
 mod rows;
 use chrono::{DateTime, Utc};
@@ -391,7 +393,7 @@ impl CheckpointStore {
     pub async fn batches(&self, item_id: i64) -> Result<Vec<BatchRecord>, sqlx::Error> {
         sqlx::query_as(&format!(
             "SELECT item_id, seq, object_key, row_count, byte_size, sha256, store_checksum, first_ts, first_pk,
-                last_ts, last_pk, day, window_end, pks, xmins, state, deleted_count
+                last_ts, last_pk, day, window_end, pks, xmins, state, deleted_count, superseded
              FROM {} WHERE item_id = $1 ORDER BY seq",
             self.t("batches")
         ))
@@ -487,5 +489,16 @@ impl CheckpointStore {
         .execute(&mut *conn)
         .await?;
         Ok(Some(total))
+    }
+
+    /// Records which keys of a deleted batch were superseded (`keys`, a JSON array of strings).
+    pub async fn set_superseded(&self, conn: &mut sqlx::PgConnection, b: &BatchRecord, keys: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!("UPDATE {} SET superseded = $3 WHERE item_id = $1 AND seq = $2", self.t("batches")))
+            .bind(b.item_id)
+            .bind(b.seq)
+            .bind(keys)
+            .execute(conn)
+            .await
+            .map(drop)
     }
 }

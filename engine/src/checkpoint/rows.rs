@@ -29,6 +29,9 @@ pub struct BatchRecord {
     pub xmins: String,
     pub state: BatchState,
     pub deleted_count: Option<i64>,
+    /// The keys whose row changed on the source after it was read (a JSON array of strings), so
+    /// that the archived version is not the last one; None where none did or not yet known.
+    pub superseded: Option<String>,
 }
 
 /// A row of `work_items` with its progress.
@@ -115,6 +118,7 @@ impl<'r> FromRow<'r, PgRow> for BatchRecord {
             xmins: r.try_get("xmins")?,
             state: state(r, "state")?,
             deleted_count: r.try_get("deleted_count")?,
+            superseded: r.try_get("superseded")?,
         })
     }
 }

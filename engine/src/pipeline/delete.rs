@@ -64,7 +64,8 @@ pub async fn delete_batch(run: &DeleteRun<'_>, batch: &BatchRecord) -> Result<i6
         }
         let end = (at + size).min(pks.len());
         let started = Instant::now();
-        let outcome = delete_chunk(run, batch, &pks[at..end], &xmins[at..end], end == pks.len()).await;
+        let chunk = Chunk { pks: &pks[at..end], xmins: &xmins[at..end], all: (end == pks.len()).then_some(&pks[..]) };
+        let outcome = delete_chunk(run, batch, chunk).await;
         let took = started.elapsed();
         governor.spent(took);
         if let Some(total) = outcome? {
@@ -87,18 +88,40 @@ enum Marked {
     Done(Option<i64>),
 }
 
-async fn mark(run: &DeleteRun<'_>, conn: &mut sqlx::PgConnection, batch: &BatchRecord, deleted: i64, last: bool) -> Result<Marked, sqlx::Error> {
-    let checkpoints = &run.source.checkpoints;
-    if last {
-        return Ok(Marked::Done(checkpoints.mark_deleted(conn, batch, deleted).await?));
-    }
-    checkpoints.add_deleted(conn, batch, deleted).await?;
-    Ok(Marked::Partial)
+/// One delete transaction's keys and row versions; on the last chunk also all the batch's keys.
+struct Chunk<'a> {
+    pks: &'a [String],
+    xmins: &'a [String],
+    all: Option<&'a [String]>,
 }
 
-/// One delete transaction over `pks`/`xmins`. On the last chunk the batch is marked deleted and
+/// Counts a chunk's deleted rows in the checkpoint store, on `conn` (a transaction). The last
+/// chunk marks the batch deleted and, when fewer rows went than were archived, records which of
+/// its keys still have a row in the table (read after this chunk's delete: in its transaction
+/// when the store is in the source database, else after its commit):
+/// those rows changed after they were read, so their archived version is superseded. A resumed
+/// attempt computes the same set, since the rows it deleted are gone either way.
+async fn mark(run: &DeleteRun<'_>, conn: &mut sqlx::PgConnection, batch: &BatchRecord, deleted: i64, all: Option<&[String]>) -> Result<Marked, sqlx::Error> {
+    let checkpoints = &run.source.checkpoints;
+    let Some(all) = all else {
+        checkpoints.add_deleted(conn, batch, deleted).await?;
+        return Ok(Marked::Partial);
+    };
+    let total = checkpoints.mark_deleted(conn, batch, deleted).await?;
+    if total.is_some_and(|t| t < batch.row_count) {
+        let keys = serde_json::to_string(all).expect("strings serialize");
+        let query = sqlx::query_scalar::<_, String>(&run.sql.present).bind(keys);
+        let present = if checkpoints.in_source { query.fetch_all(&mut *conn).await? } else { query.fetch_all(&run.source.pool).await? };
+        if !present.is_empty() {
+            checkpoints.set_superseded(conn, batch, &serde_json::to_string(&present).expect("strings serialize")).await?;
+        }
+    }
+    Ok(Marked::Done(total))
+}
+
+/// One delete transaction over the chunk's keys. On the last chunk the batch is marked deleted and
 /// its total returned (None if an earlier attempt marked it: then nothing more is counted).
-async fn delete_chunk(run: &DeleteRun<'_>, batch: &BatchRecord, pks: &[String], xmins: &[String], last: bool) -> Result<Option<i64>, PipelineError> {
+async fn delete_chunk(run: &DeleteRun<'_>, batch: &BatchRecord, chunk: Chunk<'_>) -> Result<Option<i64>, PipelineError> {
     let checkpoints = &run.source.checkpoints;
     if !checkpoints.in_source {
         // A separate store cannot share the transaction; check the lease just before instead.
@@ -119,16 +142,22 @@ async fn delete_chunk(run: &DeleteRun<'_>, batch: &BatchRecord, pks: &[String], 
         return Err(PipelineError::LeaseLost);
     }
     let json = |v: &[String]| serde_json::to_string(v).expect("strings serialize");
-    let deleted =
-        sqlx::query(&run.sql.delete).bind(json(pks)).bind(json(xmins)).execute(&mut *tx).await?.rows_affected() as i64;
+    let deleted = sqlx::query(&run.sql.delete)
+        .bind(json(chunk.pks))
+        .bind(json(chunk.xmins))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as i64;
     let marked = if checkpoints.in_source {
-        let marked = mark(run, &mut tx, batch, deleted, last).await?;
+        let marked = mark(run, &mut tx, batch, deleted, chunk.all).await?;
         tx.commit().await?;
         marked
     } else {
         tx.commit().await?;
-        let mut conn = checkpoints.pool().acquire().await?;
-        mark(run, &mut conn, batch, deleted, last).await?
+        let mut store = checkpoints.pool().begin().await?;
+        let marked = mark(run, &mut store, batch, deleted, chunk.all).await?;
+        store.commit().await?;
+        marked
     };
     let Marked::Done(total) = marked else { return Ok(None) };
     match total {

@@ -203,7 +203,7 @@ impl ItemRun<'_> {
         }
         let batches = cp.batches(item.id).await?;
         manifest::remove_strays(&*self.pipeline.store, item, self.attempt, self.info.settings.partition, &batches).await?;
-        let manifest = manifest::build(item, &self.info, &batches);
+        let manifest = manifest::build(item, &self.info, &batches)?;
         let key = layout::manifest_key(item);
         let body = bytes::Bytes::from(serde_json::to_vec_pretty(&manifest).expect("manifest serializes"));
         let size = body.len() as u64;

@@ -20,6 +20,8 @@ pub struct TableSql {
     first: String,
     next: String,
     pub delete: String,
+    /// Which of the keys (a JSON array of strings) still have a row in the table.
+    pub present: String,
 }
 
 const ALIAS: &str = "\"__archiver_row\"";
@@ -46,6 +48,10 @@ impl TableSql {
                  USING unnest(ARRAY(SELECT json_array_elements_text($1::json)),
                               ARRAY(SELECT json_array_elements_text($2::json))) AS k(pk, x)
                  WHERE {pk} = k.pk::{pt} AND {ALIAS}.xmin = k.x::xid"
+            ),
+            present: format!(
+                "SELECT k.pk FROM json_array_elements_text($1::json) AS k(pk)
+                 WHERE EXISTS (SELECT 1 FROM {t} AS {ALIAS} WHERE {pk} = k.pk::{pt})"
             ),
         }
     }

@@ -19,10 +19,17 @@ use crate::storage::ObjectStore;
 use super::PipelineError;
 
 /// The manifest of `item` over its recorded `batches`.
-pub(super) fn build(item: &WorkItem, info: &TableInfo, batches: &[BatchRecord]) -> Manifest {
-    let objects: Vec<ManifestObject> = batches
+pub(super) fn build(item: &WorkItem, info: &TableInfo, batches: &[BatchRecord]) -> Result<Manifest, PipelineError> {
+    let superseded = |b: &BatchRecord| match &b.superseded {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str::<Vec<String>>(s)
+            .map_err(|e| PipelineError::CorruptRecord { item: b.item_id, seq: b.seq, what: format!("superseded: {e}") }),
+    };
+    let objects = batches
         .iter()
-        .map(|b| ManifestObject {
+        .map(|b| {
+            Ok(ManifestObject {
+            superseded: superseded(b)?,
             key: b.object_key.clone(),
             seq: b.seq,
             rows: b.row_count,
@@ -30,9 +37,10 @@ pub(super) fn build(item: &WorkItem, info: &TableInfo, batches: &[BatchRecord]) 
             sha256: b.sha256.clone(),
             first_key: KeyBound { ts: b.first_ts.clone(), pk: b.first_pk.clone() },
             last_key: KeyBound { ts: b.last_ts.clone(), pk: b.last_pk.clone() },
+            })
         })
-        .collect();
-    Manifest {
+        .collect::<Result<Vec<_>, PipelineError>>()?;
+    Ok(Manifest {
         format: FORMAT,
         database: item.database.clone(),
         schema: item.schema.clone(),
@@ -48,7 +56,7 @@ pub(super) fn build(item: &WorkItem, info: &TableInfo, batches: &[BatchRecord]) 
         total_rows: objects.iter().map(|o| o.rows).sum(),
         total_bytes: objects.iter().map(|o| o.bytes).sum(),
         objects,
-    }
+    })
 }
 
 /// Deletes this item's data objects of claim `attempt` or an earlier one that no batch record names:

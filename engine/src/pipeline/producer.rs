@@ -60,6 +60,19 @@ impl Producer {
             if stop.is_cancelled() {
                 return;
             }
+            match self.unheld(window).await {
+                Ok(Some(w)) => {
+                    if w.start != window.start {
+                        after = None;
+                    }
+                    window = w;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
             if let Err(e) = self.pace(&stop).await {
                 let _ = tx.send(Err(e.into())).await;
                 return;
@@ -113,6 +126,22 @@ impl Producer {
             }
             window = Window::at(window.end, self.item.range_end, window.partition);
             after = None;
+        }
+    }
+
+    /// The window to read next: `window` cut short before an active legal hold, or moved past
+    /// one; None when holds cover the rest of the item. Holds are read again before every batch,
+    /// so one placed while the item runs takes effect from its next batch on.
+    async fn unheld(&self, mut window: Window) -> Result<Option<Window>, sqlx::Error> {
+        let (item, end) = (&self.item, self.item.range_end);
+        let holds = self.source.checkpoints.held_ranges(&item.database, &item.schema, &item.table, window.start, end).await?;
+        loop {
+            match crate::checkpoint::holds::unheld(window.start, window.end, &holds) {
+                Some((from, to)) if from == window.start => return Ok(Some(Window { end: to, ..window })),
+                Some((from, _)) => window = Window::at(from, end, window.partition),
+                None if window.end >= end => return Ok(None),
+                None => window = Window::at(window.end, end, window.partition),
+            }
         }
     }
 

@@ -31,6 +31,7 @@ pub(super) fn batch_record(item: &WorkItem, seq: i32, window: Window, key: Strin
         xmins: batch.xmins,
         state: BatchState::Uploaded,
         deleted_count: None,
+        superseded: None,
     }
 }
 
