@@ -9,9 +9,11 @@
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-# Only the workspace's sources (not a local target/ directory).
+# Only the workspace's sources: every member of Cargo.toml's workspace (a missing one fails the
+# build), nothing else (.dockerignore keeps target/ and .git out of the context).
 COPY Cargo.toml Cargo.lock ./
 COPY proto proto
+COPY engine engine
 COPY worker worker
 COPY coordinator coordinator
 COPY loadtest loadtest
