@@ -1,5 +1,6 @@
 //! The archiving engine: everything both binaries (`archiver-coordinator`, `archiver-worker`) run.
 //!
+//! - `archive`: the archive read back: catalog of manifests, restore, validate.
 //! - `config`: the YAML configuration (the predecessor's format), one file per section.
 //! - `source`: source databases: connections, quoting, table inspection.
 //! - `storage`: the object store trait and its backends (S3, local directory).
@@ -12,6 +13,7 @@
 //!
 //! Arrows run one way: binaries -> engine -> proto. Nothing here knows a binary.
 
+pub mod archive;
 pub mod checkpoint;
 pub mod config;
 pub mod governor;

@@ -50,15 +50,16 @@ pub struct NoHooks;
 impl Hooks for NoHooks {
     async fn at(&self, _point: Point, _item: &WorkItem, _seq: i32) -> Result<(), PipelineError> {
         #[cfg(feature = "fault-injection")]
-        crash_from_env(_point, _seq);
+        crash_from_env(_point.name(), _seq);
         Ok(())
     }
 }
 
 /// Crash injection for the process-level tests: `ARCHIVER_CRASH_AT=uploaded:2` aborts the whole
-/// process (no destructors, no clean-up) right after batch 2's upload.
+/// process (no destructors, no clean-up) right after batch 2's upload; `restore:2` inside the
+/// transaction that restores the second object, after its rows are inserted and before it commits.
 #[cfg(feature = "fault-injection")]
-fn crash_from_env(point: Point, seq: i32) {
+pub(crate) fn crash_from_env(point: &str, seq: i32) {
     static SPEC: std::sync::OnceLock<Option<(String, i32)>> = std::sync::OnceLock::new();
     let spec = SPEC.get_or_init(|| {
         let v = std::env::var("ARCHIVER_CRASH_AT").ok()?;
@@ -66,7 +67,7 @@ fn crash_from_env(point: Point, seq: i32) {
         Some((p.to_string(), s.parse().ok()?))
     });
     if let Some((p, s)) = spec {
-        if p == point.name() && *s == seq {
+        if p == point && *s == seq {
             eprintln!("ARCHIVER_CRASH_AT={p}:{s}: aborting the process");
             std::process::abort();
         }

@@ -1,0 +1,424 @@
+//! Restore: archived rows of a table, for a range of the rows' own timestamps, back into that
+//! table or into another one.
+//!
+//! Input: the archive (manifests and objects), a source database, the range, the target and a
+//! conflict strategy. Output: the rows in the target, a record per object in the restore log
+//! (`{checkpoint schema}.restored` in that database) and, for a restore in place, a legal hold on
+//! the range so the next run does not archive the rows again.
+//!
+//! Invariants:
+//! - every object is checked against its manifest (size, SHA-256, row count) before a row of it is
+//!   written; a missing or damaged object is named and nothing of it is written;
+//! - each object is restored in one transaction together with its restore-log record, so a rerun,
+//!   or a run after a crash, skips exactly the objects already restored and ends in the same state;
+//! - rows stream: the compressed object is decompressed into COPY, never held as rows;
+//! - superseded rows (changed on the source after they were read) are not restored, so a row
+//!   archived twice comes back as its last archived version.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::Arc;
+
+use archiver_proto::Compression;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Row};
+use tokio::sync::mpsc;
+
+use super::catalog::{self, Listed, Range};
+use super::load::{self, OnConflict, TargetColumn};
+use crate::checkpoint::holds::{Hold, NewHold};
+use crate::source::db::qualified;
+use crate::source::Source;
+use crate::storage::{sha256, ObjectStore, StorageError};
+
+/// What to restore, where, and how.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub database: String,
+    /// The archived table: `(schema, table)`.
+    pub table: (String, String),
+    /// Where the rows go; None: back into the archived table (a restore in place).
+    pub into: Option<(String, String)>,
+    pub range: Range,
+    pub on_conflict: OnConflict,
+    /// Restore the other objects when some are missing or damaged (they are reported).
+    pub skip_damaged: bool,
+    /// The checkpoint schema: the restore log lives under this name in the target's database.
+    pub log_schema: String,
+    /// Who restores, for the restore log and the hold.
+    pub by: String,
+}
+
+impl Request {
+    pub fn target(&self) -> (&str, &str) {
+        let (s, t) = self.into.as_ref().unwrap_or(&self.table);
+        (s, t)
+    }
+
+    pub fn in_place(&self) -> bool {
+        self.into.as_ref().is_none_or(|i| *i == self.table)
+    }
+}
+
+/// An object that cannot be restored, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Damage {
+    pub key: String,
+    pub problem: String,
+}
+
+/// The objects a restore reads, checked for presence and size.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub objects: Vec<Listed>,
+    /// Missing or damaged objects, and manifests that cannot be read.
+    pub damaged: Vec<Damage>,
+    /// The span of the chosen manifests' item ranges (where the range is open).
+    pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl Plan {
+    pub fn rows(&self) -> i64 {
+        self.objects.iter().map(|o| o.object.rows).sum()
+    }
+
+    pub fn bytes(&self) -> i64 {
+        self.objects.iter().map(|o| o.object.bytes).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{}; nothing of {} was restored (restore the others with --skip-damaged)", list(.0), if .0.len() == 1 { "it" } else { "them" })]
+    Damaged(Vec<Damage>),
+    #[error("{0}")]
+    Target(String),
+    #[error("{key}: a row is already in {target} ({detail}); nothing of this object was restored; choose --on-conflict skip or overwrite")]
+    Conflict { key: String, target: String, detail: String },
+}
+
+fn list(d: &[Damage]) -> String {
+    d.iter().map(|d| format!("{}: {}", d.key, d.problem)).collect::<Vec<_>>().join("; ")
+}
+
+/// Chooses the objects of `range` and checks each is present with its manifest's size.
+pub async fn plan(store: &dyn ObjectStore, req: &Request) -> Result<Plan, StorageError> {
+    let cat = catalog::read(store, &req.database, &req.table.0, &req.table.1).await?;
+    let mut plan = Plan { damaged: cat.unreadable.iter().map(|u| Damage { key: u.key.clone(), problem: u.problem.clone() }).collect(), ..Plan::default() };
+    for (_, m) in cat.manifests.iter().filter(|(_, m)| req.range.overlaps(m.range_start, m.range_end)) {
+        let (s, e) = plan.span.unwrap_or((m.range_start, m.range_end));
+        plan.span = Some((s.min(m.range_start), e.max(m.range_end)));
+    }
+    for o in cat.objects_in(req.range) {
+        match store.head(&o.object.key).await? {
+            None => plan.damaged.push(Damage { key: o.object.key.clone(), problem: "missing from the store".into() }),
+            Some(meta) if meta.size != o.object.bytes as u64 => plan.damaged.push(Damage {
+                key: o.object.key.clone(),
+                problem: format!("{} bytes in the store, {} in its manifest", meta.size, o.object.bytes),
+            }),
+            Some(_) => plan.objects.push(o),
+        }
+    }
+    Ok(plan)
+}
+
+/// Where a restore stands, after each object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub objects: usize,
+    pub bytes: i64,
+    pub rows_written: u64,
+}
+
+/// What a restore did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub target: String,
+    /// Objects restored by this run.
+    pub restored: usize,
+    /// Objects an earlier run had restored already (skipped).
+    pub already: usize,
+    /// Rows read from the restored objects, and rows written into the target.
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub damaged: Vec<Damage>,
+    pub hold: Option<Hold>,
+}
+
+/// Restores the planned objects into the request's target.
+pub async fn run(source: &Source, store: Arc<dyn ObjectStore>, req: &Request, plan: Plan, progress: &(dyn Fn(Progress) + Sync)) -> Result<Report, RestoreError> {
+    if !plan.damaged.is_empty() && !req.skip_damaged {
+        return Err(RestoreError::Damaged(plan.damaged));
+    }
+    let target = req.target();
+    let mut report = Report { target: qualified(target.0, target.1), damaged: plan.damaged, ..Report::default() };
+    let mut conn = source.pool.acquire().await?;
+    prepare_session(&mut conn, req).await?;
+    let target_columns = ensure_target(&mut conn, req).await?;
+    let quiet_triggers = triggers_off(&mut conn, req).await?;
+    if req.in_place() {
+        report.hold = Some(hold(source, req, plan.span).await?);
+    }
+    let (from, to) = (req.range.from, req.range.to);
+    let done: HashSet<String> = sqlx::query_scalar(&format!(
+        "SELECT object_key FROM {}.restored WHERE target = $1 AND range_from = coalesce($2, '-infinity') AND range_to = coalesce($3, 'infinity')",
+        req.log_schema
+    ))
+    .bind(&report.target)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let (todo, skipped): (Vec<Listed>, Vec<Listed>) = plan.objects.into_iter().partition(|o| !done.contains(&o.object.key));
+    report.already = skipped.len();
+    let mut statements: HashMap<*const Vec<archiver_proto::manifest::Column>, String> = HashMap::new();
+    let mut fetched = prefetch(store, todo);
+    let mut at = Progress::default();
+    while let Some((o, body)) = fetched.recv().await {
+        let body = match checked(&o, body?) {
+            Ok(b) => b,
+            Err(d) if req.skip_damaged => {
+                tracing::warn!(key = %d.key, problem = %d.problem, "skipping a damaged object");
+                report.damaged.push(d);
+                continue;
+            }
+            Err(d) => return Err(RestoreError::Damaged(vec![d])),
+        };
+        let sql = match statements.entry(Arc::as_ptr(&o.columns)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                load::insert_sql(target, &o.columns, &target_columns, &o.timestamp_column, &o.primary_key, req.on_conflict)
+                    .map_err(RestoreError::Target)?,
+            ),
+        };
+        let object = ObjectLoad { listed: &o, body, sql, quiet_triggers, seq: report.restored as i32 + 1 };
+        let (read, written) = match restore_object(&mut conn, req, &report.target, object).await? {
+            Ok(counts) => counts,
+            Err(d) if req.skip_damaged => {
+                report.damaged.push(d);
+                continue;
+            }
+            Err(d) => return Err(RestoreError::Damaged(vec![d])),
+        };
+        report.restored += 1;
+        report.rows_read += read;
+        report.rows_written += written;
+        at = Progress { objects: at.objects + 1, bytes: at.bytes + o.object.bytes, rows_written: report.rows_written };
+        progress(at);
+    }
+    Ok(report)
+}
+
+/// UTC, so timestamps without time zone compare as the archiver read them; the staging table and
+/// the restore log.
+async fn prepare_session(conn: &mut PgConnection, req: &Request) -> Result<(), sqlx::Error> {
+    sqlx::query("SET TIME ZONE 'UTC'").execute(&mut *conn).await?;
+    sqlx::query(load::CREATE_STAGE).execute(&mut *conn).await?;
+    for stmt in load::log_statements(&req.log_schema) {
+        sqlx::query(&stmt).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The target's columns; creates it `LIKE` the archived table (defaults, generated and identity
+/// columns, constraints, indexes; never triggers) when it does not exist.
+async fn ensure_target(conn: &mut PgConnection, req: &Request) -> Result<Vec<TargetColumn>, RestoreError> {
+    let (schema, table) = req.target();
+    let name = qualified(schema, table);
+    let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL").bind(&name).fetch_one(&mut *conn).await?;
+    if !exists {
+        if req.in_place() {
+            return Err(RestoreError::Target(format!("{name} does not exist; restore into another table with --into")));
+        }
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", crate::source::db::quote_ident(schema))).execute(&mut *conn).await?;
+        sqlx::query(&format!(
+            "CREATE TABLE {name} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING CONSTRAINTS
+             INCLUDING INDEXES INCLUDING STORAGE INCLUDING COMMENTS)",
+            qualified(&req.table.0, &req.table.1)
+        ))
+        .execute(&mut *conn)
+        .await?;
+        tracing::info!(table = %name, "created the target table like the archived one");
+    }
+    let rows = sqlx::query(
+        "SELECT attname, attgenerated <> '' AS generated FROM pg_attribute
+         WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+    )
+    .bind(&name)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok(TargetColumn { name: r.try_get("attname")?, generated: r.try_get("generated")? }))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// Whether the target's own triggers can be kept from firing for archived history
+/// (`session_replication_role`, which needs a superuser). Warns when they will fire.
+async fn triggers_off(conn: &mut PgConnection, req: &Request) -> Result<bool, sqlx::Error> {
+    let (schema, table) = req.target();
+    let (triggers, superuser): (i64, bool) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal),
+                (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+    )
+    .bind(qualified(schema, table))
+    .fetch_one(&mut *conn)
+    .await?;
+    if triggers > 0 && !superuser {
+        tracing::warn!(table = %qualified(schema, table), triggers, "the table's triggers fire for restored rows: keeping them quiet needs a superuser");
+    }
+    Ok(triggers > 0 && superuser)
+}
+
+/// The hold that keeps rows restored in place from being archived again: the active hold a
+/// previous run of the same restore placed, or a new one.
+async fn hold(source: &Source, req: &Request, span: Option<(DateTime<Utc>, DateTime<Utc>)>) -> Result<Hold, RestoreError> {
+    let cp = &source.checkpoints;
+    cp.migrate().await.map_err(|e| RestoreError::Target(format!("checkpoint store: {e}")))?;
+    let (start, end) = match (req.range.from, req.range.to, span) {
+        (Some(f), Some(t), _) => (f, t),
+        (f, t, Some((s, e))) => (f.unwrap_or(s), t.unwrap_or(e)),
+        (f, t, None) => (f.unwrap_or(DateTime::<Utc>::MIN_UTC), t.unwrap_or(DateTime::<Utc>::MAX_UTC)),
+    };
+    let (schema, table) = (&req.table.0, &req.table.1);
+    let same = |h: &Hold| {
+        h.active() && h.database == req.database && h.schema_name == *schema && h.table_name == *table
+            && h.range_start == start && h.range_end == end && h.reason.starts_with(RESTORE_REASON)
+    };
+    if let Some(h) = cp.holds().await?.into_iter().find(same) {
+        return Ok(h);
+    }
+    let reason = format!("{RESTORE_REASON}: rows came back from the archive; release the hold when they may be archived again");
+    let new = NewHold { database: &req.database, schema, table, range_start: start, range_end: end, reason: &reason, by: &req.by };
+    let h = cp.add_hold(&new).await?;
+    tracing::info!(hold = h.id, "placed a legal hold on the restored range, so the next run leaves these rows in place");
+    Ok(h)
+}
+
+const RESTORE_REASON: &str = "restored in place";
+
+/// Fetches objects in order, up to two ahead of the one being restored.
+fn prefetch(store: Arc<dyn ObjectStore>, objects: Vec<Listed>) -> mpsc::Receiver<(Listed, Result<Option<Bytes>, StorageError>)> {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        for o in objects {
+            let body = store.get(&o.object.key).await;
+            if tx.send((o, body)).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The object's bytes if they are what its manifest says.
+fn checked(o: &Listed, body: Option<Bytes>) -> Result<Bytes, Damage> {
+    let damage = |problem: String| Damage { key: o.object.key.clone(), problem };
+    let body = body.ok_or_else(|| damage("missing from the store".into()))?;
+    if body.len() as i64 != o.object.bytes {
+        return Err(damage(format!("{} bytes in the store, {} in its manifest", body.len(), o.object.bytes)));
+    }
+    let sum = hex::encode(sha256(&body));
+    if sum != o.object.sha256 {
+        return Err(damage(format!("SHA-256 {sum}, its manifest says {}", o.object.sha256)));
+    }
+    Ok(body)
+}
+
+struct ObjectLoad<'a> {
+    listed: &'a Listed,
+    body: Bytes,
+    sql: &'a str,
+    quiet_triggers: bool,
+    /// This run's count of restored objects, this one included (for crash injection).
+    seq: i32,
+}
+
+/// One object in one transaction: COPY into the staging table, one insert, the restore-log
+/// record. Returns (rows read, rows written), or the damage that stopped it (rolled back).
+async fn restore_object(conn: &mut PgConnection, req: &Request, target: &str, load: ObjectLoad<'_>) -> Result<Result<(u64, u64), Damage>, RestoreError> {
+    let o = &load.listed.object;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    if load.quiet_triggers {
+        sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await?;
+    }
+    let staged = match stage(&mut tx, load.listed.compression, &load.body).await? {
+        Ok(n) => n,
+        Err(problem) => return Ok(Err(Damage { key: o.key.clone(), problem })),
+    };
+    if staged as i64 != o.rows {
+        return Ok(Err(Damage { key: o.key.clone(), problem: format!("{staged} rows, its manifest says {}", o.rows) }));
+    }
+    let written = sqlx::query(load.sql)
+        .bind(req.range.from)
+        .bind(req.range.to)
+        .bind(&o.superseded)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, &o.key, target))?
+        .rows_affected();
+    sqlx::query(&format!(
+        "INSERT INTO {}.restored (target, object_key, range_from, range_to, sha256, rows_read, rows_written, restored_by)
+         VALUES ($1, $2, coalesce($3, '-infinity'), coalesce($4, 'infinity'), $5, $6, $7, $8)",
+        req.log_schema
+    ))
+    .bind(target)
+    .bind(&o.key)
+    .bind(req.range.from)
+    .bind(req.range.to)
+    .bind(&o.sha256)
+    .bind(staged as i64)
+    .bind(written as i64)
+    .bind(&req.by)
+    .execute(&mut *tx)
+    .await?;
+    #[cfg(feature = "fault-injection")]
+    crate::pipeline::faults::crash_from_env("restore", load.seq);
+    let _ = load.seq;
+    tx.commit().await?;
+    Ok(Ok((staged, written)))
+}
+
+fn conflict(e: sqlx::Error, key: &str, target: &str) -> RestoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => RestoreError::Conflict {
+            key: key.to_string(),
+            target: target.to_string(),
+            detail: d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|p| p.detail()).unwrap_or(d.message()).to_string(),
+        },
+        _ => RestoreError::Database(e),
+    }
+}
+
+/// Decompresses `body` into the staging table through COPY, a piece at a time. Returns the rows
+/// staged, or what is wrong with the body.
+async fn stage(conn: &mut PgConnection, compression: Compression, body: &Bytes) -> Result<Result<u64, String>, sqlx::Error> {
+    let mut reader: Box<dyn Read + Send + '_> = match compression {
+        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(&body[..]) {
+            Ok(d) => Box::new(d),
+            Err(e) => return Ok(Err(format!("not zstd: {e}"))),
+        },
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+    };
+    let mut copy = conn.copy_in_raw(load::COPY_STAGE).await?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                copy.abort("damaged object").await?;
+                return Ok(Err(format!("cannot decompress: {e}")));
+            }
+        };
+        copy.send(&buf[..n]).await?;
+    }
+    Ok(Ok(copy.finish().await?))
+}
