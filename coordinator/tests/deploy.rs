@@ -135,6 +135,10 @@ fn a_core_manifest_broken_on_purpose_fails_schema_validation() {
         ("spec.replica", "2"),
         ("spec.template.spec.containers.0.livenessProbe.httpGet.port", "[metrics]"),
     ];
+    // The unbroken copy passes, so a failure below is the damage, not a missing tool.
+    let intact = dir.path().join("intact.yaml");
+    std::fs::write(&intact, serde_yaml_ng::to_string(&base("worker-deployment.yaml")).unwrap()).unwrap();
+    k8s::kubernetes_validate(&[intact.as_path()]).unwrap_or_else(|e| panic!("{e}"));
     for (i, (path, value)) in cases.iter().enumerate() {
         let doc = patched(&base("worker-deployment.yaml"), path, value);
         let file = dir.path().join(format!("broken-{i}.yaml"));
