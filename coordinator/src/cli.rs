@@ -95,6 +95,24 @@ pub enum Command {
     /// Re-publish items whose worker's lease expired, and pending items whose message was lost
     /// (needs `queue`); `run --wait` does this continuously.
     Reconcile,
+    /// Bring archived rows back: the rows of [--from, --to) (by the rows' own timestamps) of one
+    /// table, from the archive alone, into the table itself (then held) or into --into.
+    Restore(RestoreArgs),
+    /// Check the archive against its manifests (every object present, size and SHA-256) and,
+    /// where reachable, against the checkpoint store; list orphans. Exit 0 only if all holds.
+    Validate {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Also decompress every object and check its rows, JSON and key bounds.
+        #[arg(long)]
+        deep: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Legal holds: held ranges of a table are never archived or deleted.
+    #[command(subcommand)]
+    Hold(HoldCommand),
     /// Seed a sample audit table in the local PostgreSQL and archive it to ./archive with the
     /// embedded default configuration.
     Demo {
@@ -107,6 +125,80 @@ pub enum Command {
         /// While the demo works, serve /metrics, /healthz and /readyz here.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct RestoreArgs {
+    /// The database (its `name` in the configuration).
+    #[arg(long)]
+    pub database: String,
+    /// The archived table (`name` or `schema.name`).
+    #[arg(long)]
+    pub table: String,
+    /// Restore rows whose timestamp is at or after this (RFC 3339 or a date); default: the first.
+    #[arg(long, value_parser = parse_instant, allow_hyphen_values = true)]
+    pub from: Option<DateTime<Utc>>,
+    /// Restore rows whose timestamp is before this; default: the last.
+    #[arg(long, value_parser = parse_instant, allow_hyphen_values = true)]
+    pub to: Option<DateTime<Utc>>,
+    /// Restore into this table (`schema.name`, or `name` in the archived table's schema), created
+    /// like the archived one if it does not exist. Default: back into the archived table, which
+    /// then gets a legal hold on the range so the next run leaves the rows in place.
+    #[arg(long)]
+    pub into: Option<String>,
+    /// A row whose key is already in the target: skip (keep the table's row), overwrite, or fail
+    /// (nothing of that object is written).
+    #[arg(long, default_value = "skip", value_parser = ["skip", "overwrite", "fail"])]
+    pub on_conflict: String,
+    /// Restore the other objects when some are missing or damaged (they are named; exit 1).
+    #[arg(long)]
+    pub skip_damaged: bool,
+    /// Print the objects, rows and bytes it would restore; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Subcommand, Clone)]
+pub enum HoldCommand {
+    /// Place a hold on [--from, --to) of one table.
+    Add {
+        /// The database (its `name` in the configuration).
+        #[arg(long)]
+        database: String,
+        /// The table (`name` or `schema.name`).
+        #[arg(long)]
+        table: String,
+        /// Start of the held range, inclusive (RFC 3339 or a date).
+        #[arg(long, value_parser = parse_instant, allow_hyphen_values = true)]
+        from: DateTime<Utc>,
+        /// End of the held range, exclusive.
+        #[arg(long, value_parser = parse_instant, allow_hyphen_values = true)]
+        to: DateTime<Utc>,
+        /// Why (a case, a ticket): kept with the hold.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List holds, active first, with who placed or released them, when and why.
+    List {
+        /// Only this database.
+        #[arg(long)]
+        database: Option<String>,
+        /// Also released holds.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release an active hold: its range is archived again by the next run.
+    Release {
+        /// The hold's id, as `hold list` shows it.
+        id: i64,
+        /// The database whose checkpoint store holds it (needed only when ids repeat across
+        /// databases, i.e. without a shared `checkpoint.url`).
+        #[arg(long)]
+        database: Option<String>,
     },
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::Context;
 use archiver_coordinator::cli::{Cli, Command};
 use archiver_coordinator::standalone::RunOptions;
-use archiver_coordinator::{demo, distributed, render, standalone};
+use archiver_coordinator::{archive, demo, distributed, render, standalone};
 use archiver_engine::config::{self, Config};
 use archiver_engine::observe::telemetry;
 use archiver_engine::setup::Scope;
@@ -74,9 +74,22 @@ async fn run(command: Command, config: Config, shutdown: CancellationToken) -> E
                 };
                 return render::distributed(distributed::run(&config, opts, shutdown).await);
             }
-            let opts = RunOptions { scope: scope.into(), dry_run, workers, metrics_addr, ..RunOptions::default() };
-            render::standalone(standalone::run(&config, opts, shutdown).await)
+            let scope: Scope = scope.into();
+            let opts = RunOptions { scope: scope.clone(), dry_run, workers, metrics_addr, ..RunOptions::default() };
+            let code = render::standalone(standalone::run(&config, opts, shutdown).await);
+            if dry_run {
+                archive::show_holds(&config, &scope).await;
+            }
+            code
         }
+        Command::Restore(args) => archive::restore(&config, args).await.unwrap_or_else(render::fail),
+        Command::Validate { scope, deep, json } => {
+            archive::validate(&config, &scope.into(), deep, json).await.unwrap_or_else(render::fail)
+        }
+        Command::Hold(command) => match archive::hold(&config, command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => render::fail(e),
+        },
         Command::Enqueue { database, table, from, to } => match distributed::enqueue(&config, &database, &table, from, to).await {
             Ok((label, items)) => {
                 println!("{} published for {label} [{from}, {to})", render::count(items.len(), "item"));
@@ -84,9 +97,12 @@ async fn run(command: Command, config: Config, shutdown: CancellationToken) -> E
             }
             Err(e) => render::fail(e),
         },
-        Command::Status { scope, json } => match distributed::status(&config, &scope.into()).await {
+        Command::Status { scope, json } => match distributed::status(&config, &scope.clone().into()).await {
             Ok(tables) => {
                 render::status(&tables, json);
+                if !json {
+                    archive::show_holds(&config, &scope.into()).await;
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => render::fail(e),

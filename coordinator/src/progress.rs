@@ -33,13 +33,18 @@ impl Write for LogWriter {
 /// A progress bar of `total` items on stderr; hidden unless `wanted` and stderr is a terminal.
 /// Log lines go around it until it is finished.
 pub fn progress_bar(wanted: bool, total: u64) -> ProgressBar {
+    progress_bar_of(wanted, total, "items")
+}
+
+/// A progress bar of `total` `unit`s (plural), as [`progress_bar`].
+pub fn progress_bar_of(wanted: bool, total: u64, unit: &str) -> ProgressBar {
     if !wanted || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     *ACTIVE.lock().expect("bar lock") = Some(bar.clone());
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} items, {msg}")
+        ProgressStyle::with_template(&format!("{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{msg}}"))
             .expect("valid template")
             .progress_chars("=> "),
     );

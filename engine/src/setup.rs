@@ -142,3 +142,42 @@ async fn connect_source(config: &Config, dbc: &DatabaseConfig, shared: Option<&C
     let governor = Arc::new(Governor::new(&dbc.name, settings, opts, watched));
     Ok(Source { read_pool: read_pool.unwrap_or_else(|| pool.clone()), replica: dbc.read_replica.is_some(), pool, checkpoints, governor })
 }
+
+impl Scope {
+    /// The configured tables this scope admits.
+    pub fn tables(&self, config: &Config) -> Vec<TableSettings> {
+        config.tables().into_iter().filter(|t| self.admits(t)).collect()
+    }
+}
+
+/// The checkpoint store of each configured database that `scope` names, or why it cannot be
+/// reached; without `checkpoint.url` each database keeps its own. Nothing is created.
+pub async fn checkpoint_stores(config: &Config, scope: &Scope) -> HashMap<String, Result<CheckpointStore, String>> {
+    let timeout = Duration::from_secs(5);
+    let schema = &config.checkpoint.schema;
+    let shared = match &config.checkpoint.url {
+        Some(url) => Some(match db::url_options(url) {
+            Ok(opts) => match db::probe(&opts, timeout).await {
+                Ok(()) => Ok(CheckpointStore::new(db::pool(opts, 2, Duration::from_secs(30)), schema, false)),
+                Err(e) => Err(format!("checkpoint store (checkpoint.url) {e}")),
+            },
+            Err(e) => Err(format!("checkpoint.url: {e}")),
+        }),
+        None => None,
+    };
+    let mut out = HashMap::new();
+    for dbc in config.databases.iter().filter(|d| scope.database.as_ref().is_none_or(|n| *n == d.name)) {
+        let store = match &shared {
+            Some(s) => s.clone(),
+            None => match db::source_options(dbc) {
+                Ok(opts) => match db::probe(&opts, timeout).await {
+                    Ok(()) => Ok(CheckpointStore::new(db::pool(opts, 2, Duration::from_secs(30)), schema, true)),
+                    Err(e) => Err(format!("database {}: {e}", dbc.name)),
+                },
+                Err(e) => Err(format!("database {}: {e}", dbc.name)),
+            },
+        };
+        out.insert(dbc.name.clone(), store);
+    }
+    out
+}

@@ -87,7 +87,7 @@ pub async fn read_prefix(store: &dyn ObjectStore, prefix: &str) -> Result<Catalo
         };
         catalog.unreadable.push(Unreadable { key, problem });
     }
-    catalog.manifests.sort_by(|(_, a), (_, b)| (a.range_start, a.generation, a.created_at).cmp(&(b.range_start, b.generation, b.created_at)));
+    catalog.manifests.sort_by_key(|(_, m)| (m.range_start, m.generation, m.created_at));
     Ok(catalog)
 }
 
