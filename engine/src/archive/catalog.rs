@@ -119,6 +119,20 @@ impl Catalog {
     }
 }
 
+/// Checks a stored object's bytes against what its manifest says: present, size, SHA-256. The
+/// error is (kind, what is wrong): `missing`, `size` or `checksum`.
+pub fn check(o: &ManifestObject, body: Option<&[u8]>) -> Result<(), (&'static str, String)> {
+    let body = body.ok_or(("missing", "listed in its manifest, not in the store".to_string()))?;
+    if body.len() as i64 != o.bytes {
+        return Err(("size", format!("{} bytes in the store, {} in its manifest", body.len(), o.bytes)));
+    }
+    let sum = hex::encode(crate::storage::sha256(body));
+    if sum != o.sha256 {
+        return Err(("checksum", format!("SHA-256 {sum}, its manifest says {}", o.sha256)));
+    }
+    Ok(())
+}
+
 /// The UTC time span of the date partition a data key names (`year=YYYY[/month=MM[/day=DD]]`),
 /// or None if the key names none.
 pub fn partition_of(key: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {

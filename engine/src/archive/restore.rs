@@ -30,7 +30,7 @@ use super::load::{self, OnConflict, TargetColumn};
 use crate::checkpoint::holds::{Hold, NewHold};
 use crate::source::db::qualified;
 use crate::source::Source;
-use crate::storage::{sha256, ObjectStore, StorageError};
+use crate::storage::{ObjectStore, StorageError};
 
 /// What to restore, where, and how.
 #[derive(Debug, Clone)]
@@ -319,16 +319,8 @@ fn prefetch(store: Arc<dyn ObjectStore>, objects: Vec<Listed>) -> mpsc::Receiver
 
 /// The object's bytes if they are what its manifest says.
 fn checked(o: &Listed, body: Option<Bytes>) -> Result<Bytes, Damage> {
-    let damage = |problem: String| Damage { key: o.object.key.clone(), problem };
-    let body = body.ok_or_else(|| damage("missing from the store".into()))?;
-    if body.len() as i64 != o.object.bytes {
-        return Err(damage(format!("{} bytes in the store, {} in its manifest", body.len(), o.object.bytes)));
-    }
-    let sum = hex::encode(sha256(&body));
-    if sum != o.object.sha256 {
-        return Err(damage(format!("SHA-256 {sum}, its manifest says {}", o.object.sha256)));
-    }
-    Ok(body)
+    catalog::check(&o.object, body.as_deref()).map_err(|(_, problem)| Damage { key: o.object.key.clone(), problem })?;
+    Ok(body.expect("checked present"))
 }
 
 struct ObjectLoad<'a> {

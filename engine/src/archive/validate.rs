@@ -16,7 +16,7 @@ use archiver_proto::{layout, Compression, ItemState};
 
 use super::catalog;
 use crate::checkpoint::CheckpointStore;
-use crate::storage::{sha256, ObjectStore, StorageError};
+use crate::storage::{ObjectStore, StorageError};
 
 /// One table to check: its database name, schema and table.
 #[derive(Debug, Clone)]
@@ -154,16 +154,11 @@ async fn checkpoint_records(cp: &CheckpointStore, t: &TableRef, manifests: &[(St
 /// One object: present, its size and SHA-256, and with `deep` its rows, JSON and key bounds.
 async fn object(store: &dyn ObjectStore, m: &Manifest, o: &archiver_proto::manifest::ManifestObject, deep: bool) -> Result<Option<Problem>, StorageError> {
     let problem = |kind, detail: String| Some(Problem { kind, key: o.key.clone(), detail });
-    let Some(body) = store.get(&o.key).await? else {
-        return Ok(problem("missing", "listed in its manifest, not in the store".into()));
-    };
-    if body.len() as i64 != o.bytes {
-        return Ok(problem("size", format!("{} bytes, its manifest says {}", body.len(), o.bytes)));
+    let body = store.get(&o.key).await?;
+    if let Err((kind, detail)) = catalog::check(o, body.as_deref()) {
+        return Ok(problem(kind, detail));
     }
-    let sum = hex::encode(sha256(&body));
-    if sum != o.sha256 {
-        return Ok(problem("checksum", format!("SHA-256 {sum}, its manifest says {}", o.sha256)));
-    }
+    let body = body.expect("checked present");
     if !deep {
         return Ok(None);
     }
