@@ -77,6 +77,10 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<ExitC
     let result = restore::run(source, Arc::clone(&prepared.store), &req, plan, &on_object).await;
     progress::finish(&bar);
     let report = result?;
+    if report.restored + report.already == 0 && report.damaged.is_empty() {
+        println!("{label} {range}: the archive holds no rows of this range; nothing was changed");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{label} {range}: {} written into {into} from {}{}",
         count(report.rows_written as usize, "row"),

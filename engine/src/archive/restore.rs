@@ -156,6 +156,9 @@ pub async fn run(source: &Source, store: Arc<dyn ObjectStore>, req: &Request, pl
     }
     let target = req.target();
     let mut report = Report { target: qualified(target.0, target.1), damaged: plan.damaged, ..Report::default() };
+    if plan.objects.is_empty() {
+        return Ok(report); // nothing archived in the range: no table made, no hold placed
+    }
     let mut conn = source.pool.acquire().await?;
     prepare_session(&mut conn, req).await?;
     let target_columns = ensure_target(&mut conn, req).await?;
@@ -244,6 +247,20 @@ async fn ensure_target(conn: &mut PgConnection, req: &Request) -> Result<Vec<Tar
         ))
         .execute(&mut *conn)
         .await?;
+        // A default drawn from the archived table's sequence would tie the two tables together
+        // (and hand out its ids): restored rows carry their own values, so such defaults go.
+        let serial: Vec<String> = sqlx::query_scalar(
+            "SELECT a.attname FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+             WHERE d.adrelid = $1::regclass AND pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%'",
+        )
+        .bind(&name)
+        .fetch_all(&mut *conn)
+        .await?;
+        for column in serial {
+            sqlx::query(&format!("ALTER TABLE {name} ALTER COLUMN {} DROP DEFAULT", crate::source::db::quote_ident(&column)))
+                .execute(&mut *conn)
+                .await?;
+        }
         tracing::info!(table = %name, "created the target table like the archived one");
     }
     let rows = sqlx::query(
