@@ -199,17 +199,51 @@ async fn vacuum_runs_after_a_run_only_where_configured() {
     assert_eq!(manual_vacuums(&db, "audit_vacuumed", 2).await, 1);
 }
 
-/// A store made before versions were recorded is adopted as version 1; a store a newer archiver
+/// The tables as version 1 had them: today's without what later versions added.
+async fn version_one_store(db: &TestDb) {
+    for stmt in archiver_proto::checkpoint_schema::create_statements("archiver") {
+        sqlx::query(&stmt).execute(&db.pool).await.unwrap();
+    }
+    sqlx::raw_sql("ALTER TABLE archiver.batches DROP COLUMN superseded; DROP TABLE archiver.holds").execute(&db.pool).await.unwrap();
+}
+
+/// A store recorded at version 1 is upgraded in place: its items stay, and what version 2 added
+/// (superseded keys, holds) works.
+#[tokio::test]
+async fn a_version_one_store_is_upgraded_and_keeps_its_items() {
+    let db = TestDb::new().await;
+    seeded(&db, 1_000).await;
+    version_one_store(&db).await;
+    sqlx::raw_sql(
+        "CREATE TABLE archiver.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO archiver.schema_version VALUES (1);
+         INSERT INTO archiver.work_items (database, schema_name, table_name, range_start, range_end, state)
+         VALUES (current_database(), 'public', 'audit_log', '2001-01-01', '2001-01-02', 'done')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&test_config(&db, Storage::local(dir.path())).defaults("range_interval: 30d").table(audit_table()));
+    let summary = run(&config, opts(2)).await;
+    assert!(summary.all_finished() && summary.rows() > 0, "{summary}");
+    let versions: Vec<(i32,)> = sqlx::query_as("SELECT version FROM archiver.schema_version ORDER BY 1").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(versions, [(1,), (2,)]);
+    let (old,): (i64,) = sqlx::query_as("SELECT count(*) FROM archiver.work_items WHERE range_start = '2001-01-01'").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(old, 1, "the item recorded before the upgrade is kept");
+    let (holds,): (i64,) = sqlx::query_as("SELECT count(*) FROM archiver.holds").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(holds, 0);
+}
+
+/// A store made before versions were recorded is adopted as version 1 and upgraded; a store a newer archiver
 /// upgraded is refused before anything is read or deleted, with a message naming both versions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_schema_versions_are_recorded_and_a_newer_store_is_refused() {
     let db = TestDb::new().await;
     seeded(&db, 2_000).await;
     let dir = tempfile::tempdir().unwrap();
-    // A store as earlier builds left it: the tables, no version table.
-    for stmt in archiver_proto::checkpoint_schema::create_statements("archiver") {
-        sqlx::query(&stmt).execute(&db.pool).await.unwrap();
-    }
+    // A store as earlier builds left it: the version-1 tables, no version table.
+    version_one_store(&db).await;
     let config = load(&test_config(&db, Storage::local(dir.path())).defaults("range_interval: 30d").table(audit_table()));
     let first = run(&config, opts(2)).await;
     assert!(first.all_finished() && first.rows() > 0, "{first}");

@@ -25,7 +25,8 @@ pub fn version_table(schema: &str) -> Vec<String> {
 
 /// The steps that bring a store from one version to the next: `UPGRADES[v - 1]` takes a store at
 /// version `v` to `v + 1`, given the schema name. Version 1 is the first, so there is none yet;
-/// [`VERSION`] is always `UPGRADES.len() + 1`.
+/// [`VERSION`] is always `UPGRADES.len() + 1`. Every step is idempotent (`IF NOT EXISTS`): a store
+/// made before versions were recorded gets all of them.
 pub const UPGRADES: &[fn(&str) -> Vec<String>] = &[to_version_2];
 
 /// Version 2: which rows of a batch were superseded (changed on the source after they were read,

@@ -107,9 +107,12 @@ impl CheckpointStore {
                     self.record_version(&mut tx, from + 1).await?;
                 }
             }
-            // A new store, or one made before versions were recorded (its tables are version 1).
+            // A new store, or one made before versions were recorded (its tables are version 1):
+            // create what is missing, then apply every step (each is idempotent), which brings
+            // version-1 tables up to date and changes nothing in new ones.
             None => {
-                for stmt in checkpoint_schema::create_statements(&self.schema) {
+                let steps = checkpoint_schema::UPGRADES.iter().flat_map(|step| step(&self.schema));
+                for stmt in checkpoint_schema::create_statements(&self.schema).into_iter().chain(steps) {
                     sqlx::query(&stmt).execute(&mut *tx).await?;
                 }
                 self.record_version(&mut tx, supported).await?;
