@@ -344,22 +344,15 @@ async fn a_row_archived_twice_comes_back_as_its_last_archived_version() {
     assert_eq!(back.len(), archived_since(&db, &before).await.len());
 }
 
-#[tokio::test]
-async fn a_damaged_object_is_named_by_validate_and_refused_by_restore_unless_skipped() {
-    let (db, s3) = s3_and_db().await;
-    seeded(&db, 2000).await;
-    let builder = test_config(&db, Storage::s3(&s3, "")).table(audit_table());
-    let config = load(&builder);
-    assert!(run(&config, opts(2)).await.all_finished());
+/// Damages the largest object in place (same size, other bytes) and adds an object no manifest
+/// lists; validate must name both, and exit non-zero. Returns every object and the damaged one.
+async fn damage_and_validate(
+    db: &TestDb,
+    s3: &archiver_testkit::S3Server,
+    config: &Config,
+) -> (Vec<archiver_proto::manifest::ManifestObject>, archiver_proto::manifest::ManifestObject) {
     let everything = Scope::default();
-    assert_eq!(
-        archive::validate(&config, &everything, true, false)
-            .await
-            .unwrap(),
-        ExitCode::SUCCESS
-    );
-
-    let store = open_store(&config).await;
+    let store = open_store(config).await;
     let objects = manifests(&*store)
         .await
         .into_iter()
@@ -388,7 +381,7 @@ async fn a_damaged_object_is_named_by_validate_and_refused_by_restore_unless_ski
             schema: "public".into(),
             table: "audit_log".into(),
         }],
-        &archiver_engine::setup::checkpoint_stores(&config, &everything).await,
+        &archiver_engine::setup::checkpoint_stores(config, &everything).await,
         false,
     )
     .await
@@ -407,11 +400,31 @@ async fn a_damaged_object_is_named_by_validate_and_refused_by_restore_unless_ski
         ]
     );
     assert_eq!(
-        archive::validate(&config, &everything, false, true)
+        archive::validate(config, &everything, false, true)
             .await
             .unwrap(),
         ExitCode::FAILURE
     );
+
+    (objects, victim)
+}
+
+#[tokio::test]
+async fn a_damaged_object_is_named_by_validate_and_refused_by_restore_unless_skipped() {
+    let (db, s3) = s3_and_db().await;
+    seeded(&db, 2000).await;
+    let builder = test_config(&db, Storage::s3(&s3, "")).table(audit_table());
+    let config = load(&builder);
+    assert!(run(&config, opts(2)).await.all_finished());
+    let everything = Scope::default();
+    assert_eq!(
+        archive::validate(&config, &everything, true, false)
+            .await
+            .unwrap(),
+        ExitCode::SUCCESS
+    );
+
+    let (objects, victim) = damage_and_validate(&db, &s3, &config).await;
 
     // Refused as a whole: nothing restored.
     let a = RestoreArgs {
