@@ -71,6 +71,7 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<ExitC
     let source = prepared.sources.get(&t.database).context("source database not prepared")?;
     let bar = progress::progress_bar_of(true, plan.objects.len() as u64, "objects");
     let on_object = |p: restore::Progress| {
+        bar.set_length(p.todo as u64);
         bar.set_position(p.objects as u64);
         bar.set_message(format!("{} rows, {} MiB", p.rows_written, p.bytes / (1024 * 1024)));
     };

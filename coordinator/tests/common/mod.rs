@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod distributed_env;
+pub mod restore_env;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -39,6 +39,8 @@ impl std::fmt::Display for Range {
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub manifest_key: String,
+    /// When its manifest was written: the order in which objects were archived.
+    pub archived_at: DateTime<Utc>,
     pub object: ManifestObject,
     pub compression: Compression,
     /// The manifest's columns (shared by all its objects).
@@ -107,6 +109,7 @@ impl Catalog {
                 }
                 out.push(Listed {
                     manifest_key: key.clone(),
+                    archived_at: m.created_at,
                     object: o.clone(),
                     compression: m.compression,
                     columns: columns.clone(),

@@ -50,12 +50,16 @@ impl std::str::FromStr for OnConflict {
 #[derive(Debug, Clone)]
 pub struct TargetColumn {
     pub name: String,
+    /// Its type as `format_type` prints it.
+    pub type_name: String,
     /// A generated column: PostgreSQL computes it; never inserted.
     pub generated: bool,
 }
 
 /// The insert of one staged object into `target`: `$1`/`$2` bound the rows' timestamps (NULL:
-/// open), `$3` the superseded keys (text[]). Errors name a column the target lacks.
+/// open), `$3` the superseded keys (text[]). Errors name a column the target lacks. Values are
+/// typed by the target's own column types (read from the catalog, never from the archive, so a
+/// manifest cannot put SQL into the statement); a type the archive recorded differently is logged.
 pub fn insert_sql(
     target: (&str, &str),
     columns: &[Column],
@@ -73,8 +77,11 @@ pub fn insert_sql(
         if t.generated {
             continue;
         }
+        if t.type_name != c.type_name {
+            tracing::warn!(column = %c.name, archived = %c.type_name, now = %t.type_name, "the column's type changed since it was archived; restoring as its type now");
+        }
         names.push(quote_ident(&c.name));
-        record.push(format!("{} {}", quote_ident(&c.name), c.type_name));
+        record.push(format!("{} {}", quote_ident(&c.name), t.type_name));
     }
     for key in [ts, pk] {
         if !columns.iter().any(|c| c.name == key) {
@@ -137,21 +144,31 @@ mod tests {
     }
 
     fn tcol(name: &str, generated: bool) -> TargetColumn {
-        TargetColumn { name: name.into(), generated }
+        let type_name = match name {
+            "Id" => "uuid",
+            "at" => "timestamp with time zone",
+            _ => "numeric",
+        };
+        TargetColumn { name: name.into(), generated, type_name: type_name.into() }
     }
 
     #[test]
-    fn the_insert_types_rows_by_the_archive_and_leaves_generated_columns_out() {
+    fn the_insert_types_rows_by_the_target_and_leaves_generated_columns_out() {
         let cols = [col("Id", "uuid"), col("at", "timestamp with time zone"), col("total", "numeric"), col("twice", "numeric")];
         let target = [tcol("Id", false), tcol("at", false), tcol("total", false), tcol("twice", true)];
         let sql = insert_sql(("a", "T"), &cols, &target, "at", "Id", OnConflict::Overwrite).unwrap();
         assert!(sql.contains(r#"INSERT INTO "a"."T" ("Id", "at", "total") OVERRIDING SYSTEM VALUE"#), "{sql}");
         assert!(sql.contains(r#"AS r("Id" uuid, "at" timestamp with time zone, "total" numeric)"#), "{sql}");
+        assert!(sql.contains(r#"r."at" >= $1"#) && sql.contains(r#"NOT (r."Id"::text = ANY($3::text[]))"#), "range and superseded: {sql}");
         assert!(sql.contains(r#"ON CONFLICT ("Id") DO UPDATE SET "at" = EXCLUDED."at", "total" = EXCLUDED."total""#), "{sql}");
         let skip = insert_sql(("a", "T"), &cols, &target, "at", "Id", OnConflict::Skip).unwrap();
         assert!(skip.ends_with(r#"ON CONFLICT ("Id") DO NOTHING"#), "{skip}");
         let fail = insert_sql(("a", "T"), &cols, &target, "at", "Id", OnConflict::Fail).unwrap();
         assert!(!fail.contains("ON CONFLICT"), "{fail}");
+        // The target's types, not the archive's: a manifest cannot put SQL into the statement.
+        let hostile = [col("Id", "uuid) ; DROP TABLE x; --"), col("at", "timestamp with time zone"), col("total", "numeric")];
+        let sql = insert_sql(("a", "T"), &hostile, &target, "at", "Id", OnConflict::Skip).unwrap();
+        assert!(!sql.contains("DROP TABLE"), "{sql}");
     }
 
     #[test]

@@ -123,12 +123,22 @@ pub async fn plan(store: &dyn ObjectStore, req: &Request) -> Result<Plan, Storag
             Err(d) => plan.damaged.push(d),
         }
     }
+    // A row archived twice whose first object does not name it superseded (an archive written
+    // before superseded keys were recorded): its last archived version must win. With `skip` and
+    // `fail` the first row written wins, so the newest objects go first; with `overwrite` the
+    // last one wins, so they go last.
+    plan.objects.sort_by_key(|o| (o.archived_at, o.object.seq));
+    if req.on_conflict != OnConflict::Overwrite {
+        plan.objects.reverse();
+    }
     Ok(plan)
 }
 
 /// Where a restore stands, after each object.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Progress {
+    /// Objects this run restores (those an earlier run restored are not counted).
+    pub todo: usize,
     pub objects: usize,
     pub bytes: i64,
     pub rows_written: u64,
@@ -162,6 +172,14 @@ pub async fn run(source: &Source, store: Arc<dyn ObjectStore>, req: &Request, pl
     let mut conn = source.pool.acquire().await?;
     prepare_session(&mut conn, req).await?;
     let target_columns = ensure_target(&mut conn, req).await?;
+    // Every insert is built (and every column checked) before anything is held or written.
+    let mut statements: HashMap<*const Vec<archiver_proto::manifest::Column>, String> = HashMap::new();
+    for o in &plan.objects {
+        if let std::collections::hash_map::Entry::Vacant(e) = statements.entry(Arc::as_ptr(&o.columns)) {
+            let sql = load::insert_sql(target, &o.columns, &target_columns, &o.timestamp_column, &o.primary_key, req.on_conflict);
+            e.insert(sql.map_err(RestoreError::Target)?);
+        }
+    }
     let quiet_triggers = triggers_off(&mut conn, req).await?;
     if req.in_place() {
         report.hold = Some(hold(source, req, plan.span).await?);
@@ -180,9 +198,9 @@ pub async fn run(source: &Source, store: Arc<dyn ObjectStore>, req: &Request, pl
     .collect();
     let (todo, skipped): (Vec<Listed>, Vec<Listed>) = plan.objects.into_iter().partition(|o| !done.contains(&o.object.key));
     report.already = skipped.len();
-    let mut statements: HashMap<*const Vec<archiver_proto::manifest::Column>, String> = HashMap::new();
+    let mut at = Progress { todo: todo.len(), ..Progress::default() };
+    progress(at);
     let mut fetched = prefetch(store, todo);
-    let mut at = Progress::default();
     while let Some((o, body)) = fetched.recv().await {
         let body = match checked(&o, body?) {
             Ok(b) => b,
@@ -193,13 +211,7 @@ pub async fn run(source: &Source, store: Arc<dyn ObjectStore>, req: &Request, pl
             }
             Err(d) => return Err(RestoreError::Damaged(vec![d])),
         };
-        let sql = match statements.entry(Arc::as_ptr(&o.columns)) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                load::insert_sql(target, &o.columns, &target_columns, &o.timestamp_column, &o.primary_key, req.on_conflict)
-                    .map_err(RestoreError::Target)?,
-            ),
-        };
+        let sql = &statements[&Arc::as_ptr(&o.columns)];
         let object = ObjectLoad { listed: &o, body, sql, quiet_triggers, seq: report.restored as i32 + 1 };
         let (read, written) = match restore_object(&mut conn, req, &report.target, object).await? {
             Ok(counts) => counts,
@@ -212,7 +224,7 @@ pub async fn run(source: &Source, store: Arc<dyn ObjectStore>, req: &Request, pl
         report.restored += 1;
         report.rows_read += read;
         report.rows_written += written;
-        at = Progress { objects: at.objects + 1, bytes: at.bytes + o.object.bytes, rows_written: report.rows_written };
+        at = Progress { objects: at.objects + 1, bytes: at.bytes + o.object.bytes, rows_written: report.rows_written, ..at };
         progress(at);
     }
     Ok(report)
@@ -230,7 +242,8 @@ async fn prepare_session(conn: &mut PgConnection, req: &Request) -> Result<(), s
 }
 
 /// The target's columns; creates it `LIKE` the archived table (defaults, generated and identity
-/// columns, constraints, indexes; never triggers) when it does not exist.
+/// columns, constraints, indexes; never triggers) when it does not exist. The creation is one
+/// transaction, which also forgets what the restore log says of an earlier table of that name.
 async fn ensure_target(conn: &mut PgConnection, req: &Request) -> Result<Vec<TargetColumn>, RestoreError> {
     let (schema, table) = req.target();
     let name = qualified(schema, table);
@@ -239,41 +252,51 @@ async fn ensure_target(conn: &mut PgConnection, req: &Request) -> Result<Vec<Tar
         if req.in_place() {
             return Err(RestoreError::Target(format!("{name} does not exist; restore into another table with --into")));
         }
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", crate::source::db::quote_ident(schema))).execute(&mut *conn).await?;
-        sqlx::query(&format!(
-            "CREATE TABLE {name} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING CONSTRAINTS
-             INCLUDING INDEXES INCLUDING STORAGE INCLUDING COMMENTS)",
-            qualified(&req.table.0, &req.table.1)
-        ))
-        .execute(&mut *conn)
-        .await?;
-        // A default drawn from the archived table's sequence would tie the two tables together
-        // (and hand out its ids): restored rows carry their own values, so such defaults go.
-        let serial: Vec<String> = sqlx::query_scalar(
-            "SELECT a.attname FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-             WHERE d.adrelid = $1::regclass AND pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%'",
-        )
-        .bind(&name)
-        .fetch_all(&mut *conn)
-        .await?;
-        for column in serial {
-            sqlx::query(&format!("ALTER TABLE {name} ALTER COLUMN {} DROP DEFAULT", crate::source::db::quote_ident(&column)))
-                .execute(&mut *conn)
-                .await?;
-        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        create_like(&mut tx, req, &name).await?;
+        sqlx::query(&format!("DELETE FROM {}.restored WHERE target = $1", req.log_schema)).bind(&name).execute(&mut *tx).await?;
+        tx.commit().await?;
         tracing::info!(table = %name, "created the target table like the archived one");
     }
     let rows = sqlx::query(
-        "SELECT attname, attgenerated <> '' AS generated FROM pg_attribute
+        "SELECT attname, attgenerated <> '' AS generated, format_type(atttypid, atttypmod) AS type_name FROM pg_attribute
          WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
     )
     .bind(&name)
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
-        .map(|r| Ok(TargetColumn { name: r.try_get("attname")?, generated: r.try_get("generated")? }))
+        .map(|r| Ok(TargetColumn { name: r.try_get("attname")?, generated: r.try_get("generated")?, type_name: r.try_get("type_name")? }))
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+/// `CREATE TABLE name (LIKE archived ...)`, without the defaults drawn from the archived table's
+/// sequences (they would tie the two tables together and hand out its ids; restored rows carry
+/// their own values).
+async fn create_like(tx: &mut PgConnection, req: &Request, name: &str) -> Result<(), sqlx::Error> {
+    let schema = req.target().0;
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", crate::source::db::quote_ident(schema))).execute(&mut *tx).await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {name} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING CONSTRAINTS
+         INCLUDING INDEXES INCLUDING STORAGE INCLUDING COMMENTS)",
+        qualified(&req.table.0, &req.table.1)
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let serial: Vec<String> = sqlx::query_scalar(
+        "SELECT a.attname FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+         WHERE d.adrelid = $1::regclass AND pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%'",
+    )
+    .bind(name)
+    .fetch_all(&mut *tx)
+    .await?;
+    for column in serial {
+        sqlx::query(&format!("ALTER TABLE {name} ALTER COLUMN {} DROP DEFAULT", crate::source::db::quote_ident(&column)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Whether the target's own triggers can be kept from firing for archived history
@@ -293,8 +316,8 @@ async fn triggers_off(conn: &mut PgConnection, req: &Request) -> Result<bool, sq
     Ok(triggers > 0 && superuser)
 }
 
-/// The hold that keeps rows restored in place from being archived again: the active hold a
-/// previous run of the same restore placed, or a new one.
+/// The hold that keeps rows restored in place from being archived again: an active hold an
+/// earlier in-place restore placed over the whole range, or a new one.
 async fn hold(source: &Source, req: &Request, span: Option<(DateTime<Utc>, DateTime<Utc>)>) -> Result<Hold, RestoreError> {
     let cp = &source.checkpoints;
     cp.migrate().await.map_err(|e| RestoreError::Target(format!("checkpoint store: {e}")))?;
@@ -306,7 +329,7 @@ async fn hold(source: &Source, req: &Request, span: Option<(DateTime<Utc>, DateT
     let (schema, table) = (&req.table.0, &req.table.1);
     let same = |h: &Hold| {
         h.active() && h.database == req.database && h.schema_name == *schema && h.table_name == *table
-            && h.range_start == start && h.range_end == end && h.reason.starts_with(RESTORE_REASON)
+            && h.range_start <= start && h.range_end >= end && h.reason.starts_with(RESTORE_REASON)
     };
     if let Some(h) = cp.holds().await?.into_iter().find(same) {
         return Ok(h);
@@ -370,7 +393,7 @@ async fn restore_object(conn: &mut PgConnection, req: &Request, target: &str, lo
         .bind(&o.superseded)
         .execute(&mut *tx)
         .await
-        .map_err(|e| conflict(e, &o.key, target))?
+        .map_err(|e| conflict(e, &o.key, target, req.on_conflict))?
         .rows_affected();
     sqlx::query(&format!(
         "INSERT INTO {}.restored (target, object_key, range_from, range_to, sha256, rows_read, rows_written, restored_by)
@@ -394,15 +417,18 @@ async fn restore_object(conn: &mut PgConnection, req: &Request, target: &str, lo
     Ok(Ok((staged, written)))
 }
 
-fn conflict(e: sqlx::Error, key: &str, target: &str) -> RestoreError {
-    match &e {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => RestoreError::Conflict {
-            key: key.to_string(),
-            target: target.to_string(),
-            detail: d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|p| p.detail()).unwrap_or(d.message()).to_string(),
-        },
-        _ => RestoreError::Database(e),
+/// A unique violation under `fail` on the table's key is a conflict to name; anything else (a
+/// violation of another unique index, under any strategy) is a database error as it came.
+fn conflict(e: sqlx::Error, key: &str, target: &str, on_conflict: OnConflict) -> RestoreError {
+    if let sqlx::Error::Database(d) = &e {
+        if d.code().as_deref() == Some("23505") && on_conflict == OnConflict::Fail {
+            let pg = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+            let detail = pg.and_then(|p| p.detail()).unwrap_or(d.message());
+            let constraint = pg.and_then(|p| p.constraint()).map(|c| format!(", constraint {c}")).unwrap_or_default();
+            return RestoreError::Conflict { key: key.to_string(), target: target.to_string(), detail: format!("{detail}{constraint}") };
+        }
     }
+    RestoreError::Database(e)
 }
 
 /// Decompresses `body` into the staging table through COPY, a piece at a time. Returns the rows

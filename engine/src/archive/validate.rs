@@ -29,7 +29,7 @@ pub struct TableRef {
 /// Something that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
-    /// missing, size, checksum, manifest, orphan, rows, json, bounds, no-manifest, unlisted
+    /// missing, size, checksum, read, manifest, orphan, rows, json, bounds, no-manifest, unlisted
     pub kind: &'static str,
     pub key: String,
     pub detail: String,
@@ -154,7 +154,11 @@ async fn checkpoint_records(cp: &CheckpointStore, t: &TableRef, manifests: &[(St
 /// One object: present, its size and SHA-256, and with `deep` its rows, JSON and key bounds.
 async fn object(store: &dyn ObjectStore, m: &Manifest, o: &archiver_proto::manifest::ManifestObject, deep: bool) -> Result<Option<Problem>, StorageError> {
     let problem = |kind, detail: String| Some(Problem { kind, key: o.key.clone(), detail });
-    let body = store.get(&o.key).await?;
+    let body = match store.get(&o.key).await {
+        Ok(body) => body,
+        Err(e) if !e.is_permanent() => return Ok(problem("read", e.to_string())),
+        Err(e) => return Err(e),
+    };
     if let Err((kind, detail)) = catalog::check(o, body.as_deref()) {
         return Ok(problem(kind, detail));
     }

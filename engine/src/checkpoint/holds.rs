@@ -4,6 +4,7 @@
 //! `{schema}.holds`, with who placed and released each and why. Invariant: a hold is never
 //! removed, only released, so the record of who held what stays.
 
+use archiver_proto::WorkItem;
 use chrono::{DateTime, Utc};
 
 use super::CheckpointStore;
@@ -95,27 +96,21 @@ impl CheckpointStore {
         .await
     }
 
-    /// The active holds of a table that overlap `[start, end)`, as ranges ordered by start.
-    pub async fn held_ranges(
-        &self,
-        database: &str,
-        schema: &str,
-        table: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+    /// The active holds on `item`'s table that overlap its range, as ranges ordered by start,
+    /// read on `conn` (a transaction of the caller's, or the store's pool).
+    pub async fn held_ranges<'e, E: sqlx::PgExecutor<'e>>(&self, conn: E, item: &WorkItem) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
         sqlx::query_as(&format!(
             "SELECT range_start, range_end FROM {} WHERE database = $1 AND schema_name = $2 AND table_name = $3
                AND released_at IS NULL AND range_start < $5 AND range_end > $4
              ORDER BY range_start",
             self.t("holds")
         ))
-        .bind(database)
-        .bind(schema)
-        .bind(table)
-        .bind(start)
-        .bind(end)
-        .fetch_all(self.pool())
+        .bind(&item.database)
+        .bind(&item.schema)
+        .bind(&item.table)
+        .bind(item.range_start)
+        .bind(item.range_end)
+        .fetch_all(conn)
         .await
     }
 }

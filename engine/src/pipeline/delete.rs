@@ -2,7 +2,8 @@
 //!
 //! Input: a recorded batch (primary keys and row versions). Output: the number of rows deleted.
 //! Invariants: deletes name primary keys, never a time range, and match each row's version
-//! (`xmin`), so a row inserted or updated after it was read is never deleted unarchived; the
+//! (`xmin`), so a row inserted or updated after it was read is never deleted unarchived; a row in
+//! a range under an active legal hold is never deleted (the holds are read in the transaction); the
 //! transaction is short, with `lock_timeout` and `statement_timeout`; it first re-checks the
 //! worker's lease (row-locked until commit), and when the checkpoint store is in the same database
 //! the batch is marked deleted in the same transaction.
@@ -33,6 +34,7 @@ fn ms(d: Duration) -> String {
 
 /// How a batch's delete goes: where, as whom, within which limits, until when.
 pub struct DeleteRun<'a> {
+    pub item: &'a archiver_proto::WorkItem,
     pub source: &'a Source,
     pub sql: &'a TableSql,
     pub owner: &'a str,
@@ -142,9 +144,20 @@ async fn delete_chunk(run: &DeleteRun<'_>, batch: &BatchRecord, chunk: Chunk<'_>
         return Err(PipelineError::LeaseLost);
     }
     let json = |v: &[String]| serde_json::to_string(v).expect("strings serialize");
+    // Legal holds, read in this transaction (or just before it, from a separate store): a row in
+    // a held range is never deleted, even one read before the hold was placed. It stays in the
+    // table, and the batch records it as superseded.
+    let holds = if checkpoints.in_source {
+        checkpoints.held_ranges(&mut *tx, run.item).await?
+    } else {
+        checkpoints.held_ranges(checkpoints.pool(), run.item).await?
+    };
+    let (starts, ends): (Vec<_>, Vec<_>) = holds.into_iter().unzip();
     let deleted = sqlx::query(&run.sql.delete)
         .bind(json(chunk.pks))
         .bind(json(chunk.xmins))
+        .bind(starts)
+        .bind(ends)
         .execute(&mut *tx)
         .await?
         .rows_affected() as i64;
@@ -167,8 +180,8 @@ async fn delete_chunk(run: &DeleteRun<'_>, batch: &BatchRecord, chunk: Chunk<'_>
                     key = %batch.object_key,
                     archived = batch.row_count,
                     deleted = total,
-                    "fewer rows deleted than archived: rows changed or were deleted by someone else since they were read; \
-                     changed rows stay in the table and are archived again by a later run"
+                    "fewer rows deleted than archived: rows changed or were deleted by someone else since they were read, \
+                     or are under a legal hold; rows still in the table are archived again by a later run"
                 );
             }
             Ok(Some(total))

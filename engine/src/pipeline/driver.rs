@@ -165,6 +165,7 @@ impl ItemRun<'_> {
             return Err(PipelineError::LeaseLost);
         }
         let run = delete::DeleteRun {
+            item: &self.item,
             source: self.source,
             sql: &self.sql,
             owner: &self.pipeline.worker_id,

@@ -39,15 +39,18 @@ impl TableSql {
         let (tt, pt) = (&info.ts_type, &info.pk_type);
         TableSql {
             first: format!("{select} WHERE {ts} >= $1 AND {ts} < $2 {order}"),
-            // The plain `>=` on the timestamp lets a single-column index on it bound the scan.
+            // The plain `>=` on the timestamp lets a single-column index on it bound the scan;
+            // `$5` is the window's start, which may lie past the last row read (a hold skipped).
             next: format!(
-                "{select} WHERE {ts} >= $1::text::{tt} AND {ts} < $2 AND ({ts}, {pk}) > ($1::text::{tt}, $4::text::{pt}) {order}"
+                "{select} WHERE {ts} >= $1::text::{tt} AND {ts} >= $5 AND {ts} < $2 AND ({ts}, {pk}) > ($1::text::{tt}, $4::text::{pt}) {order}"
             ),
             delete: format!(
                 "DELETE FROM {t} AS {ALIAS}
                  USING unnest(ARRAY(SELECT json_array_elements_text($1::json)),
                               ARRAY(SELECT json_array_elements_text($2::json))) AS k(pk, x)
-                 WHERE {pk} = k.pk::{pt} AND {ALIAS}.xmin = k.x::xid"
+                 WHERE {pk} = k.pk::{pt} AND {ALIAS}.xmin = k.x::xid
+                   AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS h(s, e)
+                                   WHERE {ts} >= h.s AND {ts} < h.e)"
             ),
             present: format!(
                 "SELECT k.pk FROM json_array_elements_text($1::json) AS k(pk)
@@ -156,7 +159,7 @@ impl Batch {
         let from = self.after(after).cloned();
         let query = match &from {
             None => sqlx::query(&sql.first).bind(window.start).bind(window.end).bind(limit as i64),
-            Some((ts, pk)) => sqlx::query(&sql.next).bind(ts).bind(window.end).bind(limit as i64).bind(pk),
+            Some((ts, pk)) => sqlx::query(&sql.next).bind(ts).bind(window.end).bind(limit as i64).bind(pk).bind(window.start),
         };
         let mut rows = query.fetch(conn);
         let mut read = 0;

@@ -60,13 +60,10 @@ impl Producer {
             if stop.is_cancelled() {
                 return;
             }
+            // `after` is kept across windows: the last row read bounds every later read, so rows
+            // read before a hold moved the window are never read again.
             match self.unheld(window).await {
-                Ok(Some(w)) => {
-                    if w.start != window.start {
-                        after = None;
-                    }
-                    window = w;
-                }
+                Ok(Some(w)) => window = w,
                 Ok(None) => return,
                 Err(e) => {
                     let _ = tx.send(Err(e.into())).await;
@@ -111,8 +108,8 @@ impl Producer {
                         return; // the driver stopped
                     }
                     seq += 1;
+                    after = Some(last);
                     if full {
-                        after = Some(last);
                         continue;
                     }
                 }
@@ -125,7 +122,6 @@ impl Producer {
                 return;
             }
             window = Window::at(window.end, self.item.range_end, window.partition);
-            after = None;
         }
     }
 
@@ -133,8 +129,9 @@ impl Producer {
     /// one; None when holds cover the rest of the item. Holds are read again before every batch,
     /// so one placed while the item runs takes effect from its next batch on.
     async fn unheld(&self, mut window: Window) -> Result<Option<Window>, sqlx::Error> {
-        let (item, end) = (&self.item, self.item.range_end);
-        let holds = self.source.checkpoints.held_ranges(&item.database, &item.schema, &item.table, window.start, end).await?;
+        let end = self.item.range_end;
+        let cp = &self.source.checkpoints;
+        let holds = cp.held_ranges(cp.pool(), &self.item).await?;
         loop {
             match crate::checkpoint::holds::unheld(window.start, window.end, &holds) {
                 Some((from, to)) if from == window.start => return Ok(Some(Window { end: to, ..window })),
