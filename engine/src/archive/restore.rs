@@ -111,6 +111,7 @@ fn list(d: &[Damage]) -> String {
 /// next to the rows they hold: reading each twice (here and when restoring it, checked again)
 /// costs little beside inserting its rows.
 pub async fn plan(store: &dyn ObjectStore, req: &Request) -> Result<Plan, StorageError> {
+    pin_mmap_threshold();
     let cat = catalog::read(store, &req.database, &req.table.0, &req.table.1).await?;
     let mut plan = Plan { damaged: cat.unreadable.iter().map(|u| Damage { key: u.key.clone(), problem: u.problem.clone() }).collect(), ..Plan::default() };
     for (_, m) in cat.manifests.iter().filter(|(_, m)| req.range.overlaps(m.range_start, m.range_end)) {
@@ -161,6 +162,7 @@ pub struct Report {
 
 /// Restores the planned objects into the request's target.
 pub async fn run(source: &Source, store: Arc<dyn ObjectStore>, req: &Request, plan: Plan, progress: &(dyn Fn(Progress) + Sync)) -> Result<Report, RestoreError> {
+    pin_mmap_threshold();
     if !plan.damaged.is_empty() && !req.skip_damaged {
         return Err(RestoreError::Damaged(plan.damaged));
     }
@@ -342,6 +344,30 @@ async fn hold(source: &Source, req: &Request, span: Option<(DateTime<Utc>, DateT
 }
 
 const RESTORE_REASON: &str = "restored in place";
+
+/// Keeps glibc's malloc returning the memory of freed large buffers. A restore allocates and frees
+/// buffers of megabytes once per object (a downloaded object, its copies in the S3 client), on
+/// whichever thread fetched it. glibc raises its mmap threshold to the size of the first such
+/// buffer freed and then serves them from per-thread heaps that keep the freed pages: 27 objects
+/// of 3 MB peaked at 49 to 56 MB RSS. Pinned at its default (128 KiB), every large buffer is
+/// mmapped and given back when freed: 38 MB. Process-wide and set once; a restore is a command
+/// of its own.
+fn pin_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            use std::ffi::c_int;
+            const M_MMAP_THRESHOLD: c_int = -3;
+            unsafe extern "C" {
+                fn mallopt(param: c_int, value: c_int) -> c_int;
+            }
+            // SAFETY: mallopt only sets one of the allocator's tuning parameters; this one takes
+            // any size, and glibc applies it under its own lock.
+            unsafe { mallopt(M_MMAP_THRESHOLD, 128 * 1024) };
+        });
+    }
+}
 
 /// Fetches objects in order, up to two ahead of the one being restored.
 fn prefetch(store: Arc<dyn ObjectStore>, objects: Vec<Listed>) -> mpsc::Receiver<(Listed, Result<Option<Bytes>, StorageError>)> {
