@@ -39,7 +39,8 @@ pub struct Common {
     /// The archiver's load governor: `on` (its defaults), `off`, a budget in database seconds
     /// per second (e.g. `0.1`), or a `defaults.governor` section as a YAML flow mapping (e.g.
     /// `{budget: 0.1, delete_chunk_time: 10ms}`). Default: on, except for `compare` and
-    /// `large-batch`, which measure raw speed against the raw baseline (off).
+    /// `large-batch`, which measure raw speed against the raw baseline, and `restore`, whose
+    /// archiving is only its set-up (off).
     #[arg(long, value_parser = parse_governor)]
     pub governor: Option<Governor>,
 }
@@ -111,7 +112,9 @@ impl Env {
             None => std::env::current_exe()?.parent().context("binary directory")?.to_path_buf(),
         };
         let (coordinator, worker) = (dir.join("archiver-coordinator"), dir.join("archiver-worker"));
-        for b in [&coordinator, &worker] {
+        // Workers run only over a queue: without one, only the coordinator is needed.
+        let needed = if amqp.is_some() { vec![&coordinator, &worker] } else { vec![&coordinator] };
+        for b in needed {
             if !b.is_file() {
                 bail!("{} not found; build it with `cargo build --release --workspace`, or pass --bin-dir", b.display());
             }

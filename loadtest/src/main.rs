@@ -28,7 +28,7 @@ use clap::{Parser, Subcommand};
 use crate::bench::DistributedArgs;
 use crate::readiness::{Readiness, VerdictArgs};
 use crate::report::Verdict;
-use crate::scenarios::{BaselineArgs, ConcurrencyArgs, DbImpactArgs, PoolArgs, SeedArgs, SustainedArgs};
+use crate::scenarios::{BaselineArgs, ConcurrencyArgs, DbImpactArgs, PoolArgs, RestoreArgs, SeedArgs, SustainedArgs};
 
 /// Exit status when nothing failed but not every criterion could be judged.
 const NO_VERDICT: u8 = 3;
@@ -60,6 +60,10 @@ enum Command {
     /// The archiver against the raw baseline (psql COPY | zstd -3, then DELETE) on identical
     /// data, in one run.
     Compare(BaselineArgs),
+    /// `archiver-coordinator restore` against the raw baseline (zstdcat of the archived objects
+    /// into psql COPY of a staging table, then one INSERT ... SELECT json_populate_record) on the
+    /// same rows, in one run; peak RSS of the restore.
+    Restore(RestoreArgs),
     /// Distributed mode with one worker against standalone mode on identical data, and the
     /// coordinator's plan-and-publish rate (items/s, with publisher confirms). Needs RabbitMQ.
     Distributed(DistributedArgs),
@@ -79,6 +83,7 @@ async fn main() -> ExitCode {
         Command::Concurrency(a) => scenarios::concurrency(a).await,
         Command::LargeBatch(a) => scenarios::large_batch(a).await,
         Command::Compare(a) => scenarios::compare(a).await,
+        Command::Restore(a) => scenarios::restore(a).await,
         Command::PoolStability(a) => scenarios::pool_stability(a).await,
         Command::DbImpact(a) => scenarios::db_impact(a).await,
     };
@@ -146,7 +151,7 @@ mod tests {
             let o = options(sub);
             assert!(["--amqp", "--out", "--storage", "--bin-dir"].iter().all(|x| o.iter().any(|y| y == x)), "{sub}: {o:?}");
         }
-        for sub in ["large-batch", "compare", "db-impact"] {
+        for sub in ["large-batch", "compare", "db-impact", "restore"] {
             let o = options(sub);
             assert!(!o.iter().any(|x| x == "--amqp") && o.iter().any(|x| x == "--out"), "{sub}: {o:?}");
         }

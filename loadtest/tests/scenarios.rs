@@ -107,6 +107,16 @@ fn compare_measures_the_archiver_against_the_raw_baseline() {
 }
 
 #[test]
+fn restore_measures_the_restore_against_the_raw_baseline_and_checks_every_row() {
+    let (_out, json) = run("s3s", &["restore", "--rows", "10000", "--batch-size", "2000"]);
+    assert_correct(&json, 10_000);
+    let f = &json["figures"];
+    assert_eq!(f["restored_rows"], 10_000, "{f}");
+    assert_eq!(f["restored_equal"], true, "{f}");
+    assert!(f["baseline_rows_per_second"].as_f64().unwrap() > 0.0 && f["peak_rss_mb"].as_f64().unwrap() > 1.0, "{f}");
+}
+
+#[test]
 fn pool_stability_counts_connections_after_each_run() {
     let (_out, json) = run("local", &["pool-stability", "--runs", "3", "--rows", "1500", "--batch-size", "500", "--idle-timeout", "1s"]);
     assert_correct(&json, 4_500);

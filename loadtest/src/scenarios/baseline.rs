@@ -74,7 +74,7 @@ async fn against_baseline(env: &Arc<Env>, a: &BaselineArgs, config: &Path) -> an
     eprintln!("archiving with archiver-coordinator run --workers {} ...", a.workers);
     let t = Instant::now();
     let mut cmd = env.coordinator(config, &["run", "--workers", &a.workers.to_string()])?;
-    // std, not tokio: wait4 must reap the child to report its peak RSS.
+    // std, not tokio: wait4 must reap the child (its peak RSS is read meanwhile).
     let child = cmd.stdin(Stdio::null()).spawn()?;
     sampler.watch(child.id());
     let pid = child.id() as libc::pid_t;
@@ -146,7 +146,7 @@ pub(super) async fn measure(name: &str, a: &BaselineArgs) -> anyhow::Result<Meas
         kv("Throughput", format!("{} records/minute ({:.0} rows/s)", thousands(rate * 60.0), rate)),
         kv("Raw baseline", format!("{:.0} rows/s (psql COPY of row_to_json | zstd -3, then DELETE; {} bytes)", base_rate, thousands(m.baseline_bytes as f64))),
         kv("Ratio archiver / baseline", format!("{ratio:.2}")),
-        kv("Memory usage", format!("{:.1} MB (peak RSS, from wait4)", m.peak_rss_mb)),
+        kv("Memory usage", format!("{:.1} MB (peak RSS: the process's VmHWM)", m.peak_rss_mb)),
         kv("CPU usage", format!("{:.1}% of one core (average)", mean(samples.iter().map(|s| s.cpu_pct)))),
     ];
     r.stability = vec![kv("Failed runs", u64::from(m.run_error.is_some()))];

@@ -1,5 +1,5 @@
-//! The scenarios of the load-testing guide, and `seed` and `compare`: one file each, and here
-//! what they share.
+//! The scenarios of the load-testing guide, and `seed`, `compare` and `restore`: one file each,
+//! and here what they share.
 //!
 //! Each one creates a scratch database and storage of its own, runs the real binaries
 //! (`archiver-coordinator`, `archiver-worker`) as an operator would, samples the processes and the
@@ -14,6 +14,7 @@ mod concurrency;
 mod db_impact;
 mod large_batch;
 mod pool_stability;
+mod restore;
 mod seed;
 mod sustained;
 
@@ -38,6 +39,7 @@ pub use concurrency::{concurrency, ConcurrencyArgs};
 pub use db_impact::{db_impact, DbImpactArgs};
 pub use large_batch::large_batch;
 pub use pool_stability::{pool_stability, PoolArgs};
+pub use restore::{restore, RestoreArgs};
 pub use seed::{seed, SeedArgs};
 pub use sustained::{sustained, SustainedArgs};
 
@@ -140,23 +142,64 @@ fn finish(mut r: Report, env: &Env, correctness: harness::Correctness, (samples,
     r
 }
 
-/// Waits for the child and returns its exit status and peak resident set (KiB) from wait4.
+/// Waits for the child and returns its exit status and its peak resident set (KiB).
+///
+/// The peak is the child's own `VmHWM`, read every 10 ms while it runs, not wait4's `ru_maxrss`:
+/// Linux carries the high-water mark of the memory a process replaced at exec into `ru_maxrss`,
+/// and a child spawned with `posix_spawn` (as std does) replaces ours, so `ru_maxrss` is never
+/// below this process's own peak (reading every archived object back, for one). wait4's figure is
+/// used only when the child ended before a first reading.
 pub fn wait_with_peak_rss(pid: libc::pid_t) -> anyhow::Result<(i32, i64)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(hwm_kb(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
     let mut status = 0;
     // SAFETY: a zeroed rusage is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: pid is our own child; status and usage are valid out-pointers.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    done.store(true, Ordering::Relaxed);
+    let polled = watcher.join().unwrap_or(0);
     if r < 0 {
         bail!("wait4: {}", std::io::Error::last_os_error());
     }
     let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    Ok((code, usage.ru_maxrss))
+    Ok((code, if polled > 0 { polled } else { usage.ru_maxrss }))
+}
+
+/// The peak resident set (`VmHWM`, KiB) of a running process since its exec.
+fn hwm_kb(pid: libc::pid_t) -> Option<i64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::zombie_processes)] // reaped by wait_with_peak_rss (wait4)
+    fn the_peak_rss_is_the_childs_own_not_ours() {
+        // This process holds 200 MB at its peak; a child that holds next to nothing must not
+        // inherit that figure.
+        let ballast = vec![1u8; 200 << 20];
+        assert!(ballast.iter().step_by(4096).all(|b| *b == 1));
+        drop(ballast);
+        let child = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
+        let (code, kb) = wait_with_peak_rss(child.id() as libc::pid_t).unwrap();
+        assert_eq!(code, 0);
+        assert!(kb > 0 && kb < 50 * 1024, "{kb} KiB");
+    }
 
     #[test]
     fn table_names_number_only_several() {
