@@ -144,23 +144,18 @@ async fn delete_chunk(run: &DeleteRun<'_>, batch: &BatchRecord, chunk: Chunk<'_>
         return Err(PipelineError::LeaseLost);
     }
     let json = |v: &[String]| serde_json::to_string(v).expect("strings serialize");
-    // Legal holds, read in this transaction (or just before it, from a separate store): a row in
-    // a held range is never deleted, even one read before the hold was placed. It stays in the
-    // table, and the batch records it as superseded.
-    let holds = if checkpoints.in_source {
-        checkpoints.held_ranges(&mut *tx, run.item).await?
-    } else {
-        checkpoints.held_ranges(checkpoints.pool(), run.item).await?
+    // Legal holds, read by the delete itself (or just before it, from a store in another
+    // database): a row in a held range is never deleted, even one read before the hold was
+    // placed. It stays in the table, and the batch records it as superseded.
+    let item = run.item;
+    let delete = match &run.sql.delete_local {
+        Some(sql) => sqlx::query(sql).bind(json(chunk.pks)).bind(json(chunk.xmins)).bind(&item.database).bind(&item.schema).bind(&item.table),
+        None => {
+            let (starts, ends): (Vec<_>, Vec<_>) = checkpoints.held_ranges(checkpoints.pool(), item).await?.into_iter().unzip();
+            sqlx::query(&run.sql.delete).bind(json(chunk.pks)).bind(json(chunk.xmins)).bind(starts).bind(ends)
+        }
     };
-    let (starts, ends): (Vec<_>, Vec<_>) = holds.into_iter().unzip();
-    let deleted = sqlx::query(&run.sql.delete)
-        .bind(json(chunk.pks))
-        .bind(json(chunk.xmins))
-        .bind(starts)
-        .bind(ends)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected() as i64;
+    let deleted = delete.execute(&mut *tx).await?.rows_affected() as i64;
     let marked = if checkpoints.in_source {
         let marked = mark(run, &mut tx, batch, deleted, chunk.all).await?;
         tx.commit().await?;

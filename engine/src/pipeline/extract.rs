@@ -19,7 +19,12 @@ use crate::source::table::TableInfo;
 pub struct TableSql {
     first: String,
     next: String,
+    /// The delete of a chunk: keys `$1`, row versions `$2`, and the held ranges as arrays of
+    /// starts `$3` and ends `$4` (read from a checkpoint store in another database).
     pub delete: String,
+    /// The same with the checkpoint store's `holds` table read in the statement itself (`$3`,
+    /// `$4`, `$5`: database, schema, table), when the store is in the source database.
+    pub delete_local: Option<String>,
     /// Which of the keys (a JSON array of strings) still have a row in the table.
     pub present: String,
 }
@@ -27,7 +32,8 @@ pub struct TableSql {
 const ALIAS: &str = "\"__archiver_row\"";
 
 impl TableSql {
-    pub fn new(info: &TableInfo) -> Self {
+    /// `local_holds`: the checkpoint store's `holds` table, when it lives in the source database.
+    pub fn new(info: &TableInfo, local_holds: Option<&str>) -> Self {
         let s = &info.settings;
         let t = qualified(&s.schema, &s.table);
         let ts = format!("{ALIAS}.{}", quote_ident(&s.timestamp_column));
@@ -37,6 +43,13 @@ impl TableSql {
         );
         let order = format!("ORDER BY {ts}, {pk} LIMIT $3");
         let (tt, pt) = (&info.ts_type, &info.pk_type);
+        // Rows in a range under an active legal hold are never deleted (the clause added below).
+        let delete = format!(
+            "DELETE FROM {t} AS {ALIAS}
+             USING unnest(ARRAY(SELECT json_array_elements_text($1::json)),
+                          ARRAY(SELECT json_array_elements_text($2::json))) AS k(pk, x)
+             WHERE {pk} = k.pk::{pt} AND {ALIAS}.xmin = k.x::xid"
+        );
         TableSql {
             first: format!("{select} WHERE {ts} >= $1 AND {ts} < $2 {order}"),
             // The plain `>=` on the timestamp lets a single-column index on it bound the scan;
@@ -45,13 +58,16 @@ impl TableSql {
                 "{select} WHERE {ts} >= $1::text::{tt} AND {ts} >= $5 AND {ts} < $2 AND ({ts}, {pk}) > ($1::text::{tt}, $4::text::{pt}) {order}"
             ),
             delete: format!(
-                "DELETE FROM {t} AS {ALIAS}
-                 USING unnest(ARRAY(SELECT json_array_elements_text($1::json)),
-                              ARRAY(SELECT json_array_elements_text($2::json))) AS k(pk, x)
-                 WHERE {pk} = k.pk::{pt} AND {ALIAS}.xmin = k.x::xid
-                   AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS h(s, e)
+                "{delete} AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS h(s, e)
                                    WHERE {ts} >= h.s AND {ts} < h.e)"
             ),
+            delete_local: local_holds.map(|holds| {
+                format!(
+                    "{delete} AND NOT EXISTS (SELECT 1 FROM {holds} AS h WHERE h.released_at IS NULL
+                       AND h.database = $3 AND h.schema_name = $4 AND h.table_name = $5
+                       AND {ts} >= h.range_start AND {ts} < h.range_end)"
+                )
+            }),
             present: format!(
                 "SELECT k.pk FROM json_array_elements_text($1::json) AS k(pk)
                  WHERE EXISTS (SELECT 1 FROM {t} AS {ALIAS} WHERE {pk} = k.pk::{pt})"

@@ -153,7 +153,7 @@ impl Pipeline {
                     pipeline: self,
                     item: item.clone(),
                     attempt: row.attempts,
-                    sql: Arc::new(TableSql::new(&info)),
+                    sql: Arc::new(TableSql::new(&info, cp.in_source.then(|| cp.t("holds")).as_deref())),
                     limits: DeleteLimits { lock_timeout: s.lock_timeout, statement_timeout: s.statement_timeout },
                     info: info.clone(),
                     source,
