@@ -210,6 +210,17 @@ pub fn max(xs: impl Iterator<Item = f64>) -> f64 {
     xs.fold(0.0, f64::max)
 }
 
+/// The median of unsorted values (the mean of the middle two of an even count); 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// The `q`-quantile (0..=1) of unsorted values, nearest rank.
 pub fn quantile(values: &[f64], q: f64) -> f64 {
     if values.is_empty() {

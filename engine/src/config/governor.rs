@@ -18,7 +18,7 @@ pub struct GovernorConfig {
     pub enabled: Option<bool>,
     /// The database time the archiver may use: seconds its statements run per second of wall
     /// time, summed over every archiver process on this database (each takes an equal share).
-    /// Default 0.07, about 7 % of one CPU core on the database server.
+    /// Default 0.08, about 8 % of one CPU core on the database server.
     #[serde(default)]
     pub budget: Option<f64>,
     /// Above this replication lag (on the primary's `pg_stat_replication`, the read replica and
@@ -33,6 +33,11 @@ pub struct GovernorConfig {
     /// take about this long, so locks and WAL bursts stay short. Default `10ms`.
     #[serde(default)]
     pub delete_chunk_time: Option<DurationSetting>,
+    /// Target duration of one read statement: a batch is read in pages sized to take about this
+    /// long, so no read holds a server core for long (on a small server a read of several
+    /// milliseconds is what others' latency feels most). Default `2ms`.
+    #[serde(default)]
+    pub read_page_time: Option<DurationSetting>,
     /// How often the governor reads its signals. Default `1s`.
     #[serde(default)]
     pub interval: Option<DurationSetting>,
@@ -50,6 +55,7 @@ pub struct GovernorSettings {
     pub max_replica_lag: Duration,
     pub replicas: Vec<String>,
     pub delete_chunk_time: Duration,
+    pub read_page_time: Duration,
     pub interval: Duration,
     pub max_probe_ratio: f64,
 }
@@ -59,10 +65,11 @@ impl GovernorConfig {
     pub fn over(&self, base: &GovernorConfig) -> GovernorSettings {
         GovernorSettings {
             enabled: self.enabled.or(base.enabled).unwrap_or(true),
-            budget: self.budget.or(base.budget).unwrap_or(0.07),
+            budget: self.budget.or(base.budget).unwrap_or(0.08),
             max_replica_lag: self.max_replica_lag.or(base.max_replica_lag).map_or(Duration::from_secs(30), |d| d.0),
             replicas: self.replicas.clone().or_else(|| base.replicas.clone()).unwrap_or_default(),
             delete_chunk_time: self.delete_chunk_time.or(base.delete_chunk_time).map_or(Duration::from_millis(10), |d| d.0),
+            read_page_time: self.read_page_time.or(base.read_page_time).map_or(Duration::from_millis(2), |d| d.0),
             interval: self.interval.or(base.interval).map_or(Duration::from_secs(1), |d| d.0),
             max_probe_ratio: self.max_probe_ratio.or(base.max_probe_ratio).unwrap_or(2.0),
         }
@@ -82,8 +89,10 @@ impl GovernorConfig {
         if self.interval.is_some_and(|d| d.0 < Duration::from_millis(100)) {
             problems.add(format!("{path}.interval"), "must be at least 100ms");
         }
-        if self.delete_chunk_time.is_some_and(|d| d.0.is_zero()) {
-            problems.add(format!("{path}.delete_chunk_time"), "must be more than 0");
+        for (name, time) in [("delete_chunk_time", self.delete_chunk_time), ("read_page_time", self.read_page_time)] {
+            if time.is_some_and(|d| d.0.is_zero()) {
+                problems.add(format!("{path}.{name}"), "must be more than 0");
+            }
         }
         for (i, url) in self.replicas.iter().flatten().enumerate() {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -135,7 +144,7 @@ mod tests {
         let db = GovernorConfig { budget: Some(0.1), ..Default::default() };
         let s = db.over(&base);
         assert_eq!((s.enabled, s.budget, s.max_replica_lag), (true, 0.1, Duration::from_secs(5)));
-        assert_eq!(s.delete_chunk_time, Duration::from_millis(10));
+        assert_eq!((s.delete_chunk_time, s.read_page_time), (Duration::from_millis(10), Duration::from_millis(2)));
         let off = GovernorConfig { enabled: Some(false), ..Default::default() }.over(&GovernorConfig::default());
         assert!(!off.enabled);
     }

@@ -90,6 +90,11 @@ impl Governor {
         self.settings.delete_chunk_time
     }
 
+    /// The target duration of one read statement.
+    pub fn read_page_time(&self) -> Duration {
+        self.settings.read_page_time
+    }
+
     async fn start(&self) {
         if !self.settings.enabled {
             return;
@@ -155,6 +160,14 @@ impl Governor {
             }
         }
     }
+}
+
+/// The size of the next chunk of work (rows of a read page, keys of a delete transaction) so that
+/// it takes about `target`, given that `size` took `took`: at most twice or half the last size a
+/// step, so one slow statement does not swing it, and within `min..=max`.
+pub fn next_size(size: usize, took: Duration, target: Duration, (min, max): (usize, usize)) -> usize {
+    let scale = (target.as_secs_f64() / took.as_secs_f64().max(1e-4)).clamp(0.5, 2.0);
+    ((size as f64 * scale) as usize).clamp(min, max.max(min))
 }
 
 /// The loop that reads the signals and publishes decisions.
@@ -307,4 +320,21 @@ fn publish_metrics(database: &str, d: &Decision, rate: f64, s: &Signals) {
         metrics::gauge!(names::GOVERNOR_PROBE_RATIO, "database" => db.clone()).set(r);
     }
     metrics::gauge!(names::REPLICA_LAG, "database" => db).set(s.replica_lag.map_or(0.0, |l| l.as_secs_f64()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_size;
+    use std::time::Duration;
+
+    #[test]
+    fn a_chunk_is_sized_toward_its_target_time_a_bounded_step_at_a_time() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_size(250, ms(1), ms(2), (50, 10_000)), 500, "twice as fast as wanted: twice as many");
+        assert_eq!(next_size(1_000, ms(3), ms(2), (50, 10_000)), 666);
+        assert_eq!(next_size(1_000, ms(40), ms(2), (50, 10_000)), 500, "one slow statement halves it, no more");
+        assert_eq!(next_size(8_000, Duration::ZERO, ms(2), (50, 10_000)), 10_000, "never past the batch");
+        assert_eq!(next_size(60, ms(100), ms(2), (50, 10_000)), 50, "never under the least");
+        assert_eq!(next_size(300, ms(1), ms(2), (50, 40)), 50, "a batch smaller than the least page reads its least");
+    }
 }

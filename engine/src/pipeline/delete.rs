@@ -75,9 +75,7 @@ pub async fn delete_batch(run: &DeleteRun<'_>, batch: &BatchRecord) -> Result<i6
         }
         at = end;
         if governor.enabled() {
-            let target = governor.delete_chunk_time().as_secs_f64();
-            let scale = (target / took.as_secs_f64().max(1e-4)).clamp(0.5, 2.0);
-            size = ((size as f64 * scale) as usize).clamp(50, 20_000);
+            size = crate::governor::next_size(size, took, governor.delete_chunk_time(), (50, 20_000));
         }
     }
 }

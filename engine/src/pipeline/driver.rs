@@ -103,6 +103,7 @@ impl ItemRun<'_> {
             sql: self.sql.clone(),
             item: self.item.clone(),
             info: self.info.clone(),
+            page: super::producer::FIRST_PAGE.into(),
         };
         let (tx, mut rx) = mpsc::channel(1);
         let reading = tokio::spawn(producer.run(start, tx, self.stop.clone()).instrument(Span::current()));

@@ -20,9 +20,10 @@ use super::PipelineError;
 use crate::source::table::TableInfo;
 use crate::source::Source;
 
-/// Rows per read statement while the governor runs: a batch of 10,000 is read in five pages,
-/// each a short burst the governor paces.
-const PAGE_ROWS: u32 = 2_000;
+/// Rows of the first read statement while the governor runs; later pages are sized to take about
+/// the governor's `read_page_time` each (from 50 rows up to the batch), each a short burst the
+/// governor paces.
+pub(super) const FIRST_PAGE: usize = 250;
 
 pub(super) type Produced = Result<(i32, Window, Extracted, Span), PipelineError>;
 
@@ -48,6 +49,8 @@ pub(super) struct Producer {
     pub sql: Arc<TableSql>,
     pub item: WorkItem,
     pub info: Arc<TableInfo>,
+    /// Rows of the next read page (governor on), sized from the last page's duration.
+    pub page: std::sync::atomic::AtomicUsize,
 }
 
 impl Producer {
@@ -169,25 +172,29 @@ impl Producer {
         }
     }
 
-    /// One batch of `window` after `after`, read in pages of at most [`PAGE_ROWS`] rows, each
-    /// its own read-only transaction paced by the governor: no read holds a core for long. The
-    /// timeout stays with each statement and leaves the pooled connection as it was.
+    /// One batch of `window` after `after`, read in pages (see [`FIRST_PAGE`]), each its own
+    /// read-only transaction paced by the governor: no read holds a core for long. The timeout
+    /// stays with each statement and leaves the pooled connection as it was.
     async fn read(&self, window: Window, after: Option<&(String, String)>, span: &Span, stop: &CancellationToken) -> Result<Option<Extracted>, sqlx::Error> {
         let s = &self.info.settings;
         let governor = &self.source.governor;
-        let page = if governor.enabled() { PAGE_ROWS.min(s.batch_size) } else { s.batch_size };
+        use std::sync::atomic::Ordering::Relaxed;
         let mut batch = Batch::new(Encoder::new(s.compression, s.compression_level));
         loop {
+            let page = if governor.enabled() { self.page.load(Relaxed) as u32 } else { s.batch_size };
             let want = page.min(s.batch_size - batch.rows() as u32);
             let started = std::time::Instant::now();
-            let mut tx = self.source.read_pool.begin().await?;
-            sqlx::query("SELECT set_config('statement_timeout', $1, true), set_config('transaction_read_only', 'on', true)")
-                .bind(format!("{}ms", s.statement_timeout.as_millis()))
-                .execute(&mut *tx)
-                .await?;
+            // One round trip opens the transaction and sets its timeout (the setting is a number
+            // of milliseconds, never text from outside).
+            let begin = format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {}", s.statement_timeout.as_millis());
+            let mut tx = self.source.read_pool.begin_with(begin).await?;
             let read = batch.read_page(&mut tx, &self.sql, window, after, want).await?;
             tx.commit().await?;
-            governor.spent(started.elapsed());
+            let took = started.elapsed();
+            governor.spent(took);
+            if governor.enabled() && read == want as usize {
+                self.page.store(crate::governor::next_size(read, took, governor.read_page_time(), (50, s.batch_size as usize)), Relaxed);
+            }
             if read < want as usize || batch.rows() as u32 >= s.batch_size || stop.is_cancelled() {
                 return Ok(batch.finish(span));
             }

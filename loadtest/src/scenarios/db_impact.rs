@@ -1,11 +1,18 @@
 //! `db-impact`: a probe workload (inserts and indexed reads on the audit table) measured before,
 //! during and after `archiver-coordinator run`, with PostgreSQL's CPU and lock waits sampled.
 //!
-//! Pass criteria: probe p99 latency during archiving within +20% of before (the guide: stable),
-//! and no lock wait over 1 s (the guide: no significant contention). The guide's CPU increase
-//! under 5% of the machine is reported where PostgreSQL runs on this machine (we set no CPU
-//! threshold of our own). Judged only over phases of 10 s or more, each p99 from 100+ probes;
+//! Pass criteria: probe p99 latency during archiving within +20% of its idle baseline (the guide:
+//! stable), and no lock wait over 1 s (the guide: no significant contention). The guide's CPU
+//! increase under 5% of the machine is reported where PostgreSQL runs on this machine (we set no
+//! CPU threshold of our own). Judged only over phases of 10 s or more, each p99 from 100+ probes;
 //! a percentile from fewer samples or a shorter phase is printed with a small-sample warning.
+//!
+//! The p99 judged is the typical one: the median of the p99s of consecutive 10-second windows,
+//! during archiving against the windows before and after it (the idle baseline). A p99 over a
+//! whole phase moves with one stall of the host (a virtual machine's 80 ms pause lifts the p99
+//! of a 20-second phase of 1,000 probes by itself); an archiver that slows the probes slows them
+//! in most windows. `--without-archiver` runs the same phases with no archiver (an A/A run): the
+//! ratio it reports is the measurement's own noise on this machine.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +27,7 @@ use crate::evidence::{Percentile, Requirement, MIN_PHASE_S};
 use crate::harness::{self, Common, Env};
 use crate::plot::Plot;
 use crate::report::{kv, thousands, Criterion, Report};
-use crate::sample::{max_connections, mean, quantile, LockWait, Sample, Sampler};
+use crate::sample::{max_connections, mean, median, quantile, LockWait, Sample, Sampler};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbImpactArgs {
@@ -44,6 +51,10 @@ pub struct DbImpactArgs {
     /// The archiver's `max_rows_per_second` (per work item); default: the archiver's default.
     #[arg(long)]
     pub max_rows_per_second: Option<u32>,
+    /// An A/A run: the middle phase probes for as long as `--phase` (times three) with no archiver
+    /// running, so the report's ratios are the measurement's own noise.
+    #[arg(long)]
+    pub without_archiver: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -56,6 +67,8 @@ enum Probe {
 
 const PROBES: [Probe; 2] = [Probe::Insert, Probe::Read];
 const PHASES: [&str; 3] = ["before", "during", "after"];
+/// The windows a typical p99 is taken over (see the module's documentation).
+const WINDOW_S: f64 = 10.0;
 
 /// Runs one kind of probe at `rate` a second until `stop`: (seconds since `t0`, kind, ms).
 fn spawn_probe(pool: PgPool, kind: Probe, rate: u64, t0: Instant, stop: CancellationToken) -> tokio::task::JoinHandle<Vec<(f64, Probe, f64)>> {
@@ -112,6 +125,9 @@ pub async fn db_impact(a: DbImpactArgs) -> anyhow::Result<Report> {
 
 /// The archiver's throttle settings, in words.
 fn throttle(a: &DbImpactArgs) -> String {
+    if a.without_archiver {
+        return "no archiver (an A/A run: the probes' own noise)".to_string();
+    }
     match (&a.sleep_between_batches, a.max_rows_per_second) {
         (None, None) => "the default throttle".to_string(),
         (sleep, rate) => format!(
@@ -150,6 +166,24 @@ impl Phases {
         let name = format!("{} p{:.0} {}", if kind == Probe::Insert { "insert" } else { "read" }, q * 100.0, PHASES[phase]);
         Percentile::of(&name, &v, q, self.windows()[phase])
     }
+
+    /// The p99s of `kind` over consecutive [`WINDOW_S`] windows of the phases in `phases` (a
+    /// phase's last window only if at least half as long), and their median.
+    fn typical_p99(&self, kind: Probe, phases: &[usize]) -> (f64, Vec<f64>) {
+        let starts = [0.0, self.during.0, self.during.1];
+        let mut windows: BTreeMap<(usize, u64), Vec<f64>> = BTreeMap::new();
+        for (t, k, ms) in &self.latencies {
+            let phase = self.phase_of(*t);
+            let into = t - starts[phase];
+            let n = (into / WINDOW_S) as u64;
+            let full = self.windows()[phase] - n as f64 * WINDOW_S >= WINDOW_S / 2.0;
+            if *k == kind && phases.contains(&phase) && full {
+                windows.entry((phase, n)).or_default().push(*ms);
+            }
+        }
+        let p99s: Vec<f64> = windows.values().map(|v| quantile(v, 0.99)).collect();
+        (median(&p99s), p99s)
+    }
 }
 
 /// Probes for `a.phase`, archives (the sampler watching), and probes for `a.phase` again.
@@ -161,11 +195,14 @@ async fn probe_around_archiving(env: &Arc<Env>, a: &DbImpactArgs, config: &Path,
     eprintln!("before: probing for {:?} ...", a.phase);
     tokio::time::sleep(a.phase).await;
     let during_start = t0.elapsed().as_secs_f64();
-    eprintln!("during: archiving with {} ...", throttle(a));
-    let child = env.coordinator(config, &["run", "--workers", &a.workers.to_string()])?.spawn()?;
-    sampler.watch(child.id());
-    let pid = child.id() as libc::pid_t;
-    let (code, _) = tokio::task::spawn_blocking(move || wait_with_peak_rss(pid)).await??;
+    let mut code = 0;
+    if a.without_archiver {
+        eprintln!("during: probing for {:?} with no archiver (A/A) ...", a.phase * 3);
+        tokio::time::sleep(a.phase * 3).await;
+    } else {
+        eprintln!("during: archiving with {} ...", throttle(a));
+        code = archive(env, a, config, sampler).await?;
+    }
     let during_end = t0.elapsed().as_secs_f64();
     eprintln!("after: probing for {:?} ...", a.phase);
     tokio::time::sleep(a.phase).await;
@@ -175,7 +212,20 @@ async fn probe_around_archiving(env: &Arc<Env>, a: &DbImpactArgs, config: &Path,
     for t in tasks {
         latencies.extend(t.await?);
     }
+    if a.without_archiver {
+        eprintln!("archiving, unmeasured, so the archive can be checked ...");
+        code = archive(env, a, config, sampler).await?;
+    }
     Ok(Phases { t0, latencies, during: (during_start, during_end), end, code })
+}
+
+/// Runs `archiver-coordinator run` (the sampler watching it) and returns its exit status.
+async fn archive(env: &Arc<Env>, a: &DbImpactArgs, config: &Path, sampler: &Sampler) -> anyhow::Result<i32> {
+    let child = env.coordinator(config, &["run", "--workers", &a.workers.to_string()])?.spawn()?;
+    sampler.watch(child.id());
+    let pid = child.id() as libc::pid_t;
+    let (code, _) = tokio::task::spawn_blocking(move || wait_with_peak_rss(pid)).await??;
+    Ok(code)
 }
 
 /// What the criteria judge.
@@ -187,30 +237,44 @@ struct Impact {
     /// From before to during, % of the machine.
     cpu_increase: f64,
     long_waits: usize,
-    /// The worse of insert and read: p99 during over p99 before.
+    /// The worse of insert and read: the typical p99 during over the typical p99 of the idle
+    /// baseline (before and after).
     p99_ratio: f64,
+    /// The worse of insert and read: the p99 over the whole phase during over the one before.
+    whole_phase_ratio: f64,
+    /// Insert and read: the typical p99 of the baseline and during, in ms.
+    typical: [(f64, f64); 2],
     /// The p99s the ratio compares: insert and read, before and during.
     p99s: Vec<Percentile>,
     /// How long each phase lasted, in seconds.
     windows: [f64; 3],
+    /// Rows archived a second while archiving (None in an A/A run).
+    rows_per_s: Option<f64>,
 }
 
-fn impact(p: &Phases, samples: &[Sample], lock_waits: &[LockWait]) -> Impact {
+/// The least throughput the governor's defaults must keep while being gentle (rows a second).
+const MIN_ROWS_PER_S: f64 = 5_000.0;
+
+fn impact(p: &Phases, archived: Option<u64>, samples: &[Sample], lock_waits: &[LockWait]) -> Impact {
     let pg_cpu = [0, 1, 2].map(|phase| mean(samples.iter().filter(|s| p.phase_of(s.t) == phase).filter_map(|s| s.pg_cpu_pct)));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let typical = PROBES.map(|k| (p.typical_p99(k, &[0, 2]).0, p.typical_p99(k, &[1]).0));
     Impact {
         local: samples.iter().any(|s| s.pg_cpu_pct.is_some()),
         cpu_increase: (pg_cpu[1] - pg_cpu[0]) / cores,
         pg_cpu,
         long_waits: lock_waits.iter().filter(|w| w.waited_s > 1.0).count(),
-        p99_ratio: PROBES.map(|k| p.pct(k, 1, 0.99).value / p.pct(k, 0, 0.99).value.max(1e-6)).into_iter().fold(0.0, f64::max),
+        p99_ratio: typical.iter().map(|(base, during)| during / base.max(1e-6)).fold(0.0, f64::max),
+        whole_phase_ratio: PROBES.map(|k| p.pct(k, 1, 0.99).value / p.pct(k, 0, 0.99).value.max(1e-6)).into_iter().fold(0.0, f64::max),
+        typical,
         p99s: PROBES.iter().flat_map(|k| [p.pct(*k, 0, 0.99), p.pct(*k, 1, 0.99)]).collect(),
         windows: p.windows(),
+        rows_per_s: archived.map(|n| n as f64 / (p.during.1 - p.during.0).max(1e-3)),
     }
 }
 
 fn report(a: &DbImpactArgs, env: &Env, p: &Phases, archived: u64, (samples, lock_waits): (&[Sample], &[LockWait])) -> Report {
-    let i = impact(p, samples, lock_waits);
+    let i = impact(p, (!a.without_archiver).then_some(archived), samples, lock_waits);
     let mut r = Report::new("db-impact", env.describe_storage());
     r.duration_s = p.t0.elapsed().as_secs_f64();
     let took = p.during.1 - p.during.0;
@@ -222,10 +286,14 @@ fn report(a: &DbImpactArgs, env: &Env, p: &Phases, archived: u64, (samples, lock
         kv("Probe", format!("{} inserts/s and {} indexed reads/s on the audit table, before, during and after archiving", a.probe_rate, a.probe_rate)),
         kv("Mode", format!("standalone: archiver-coordinator run --workers {}, {}", a.workers, throttle(a))),
     ];
-    r.performance = vec![
-        kv("Archiving took", format!("{took:.1} s")),
-        kv("Throughput", format!("{} records/minute", thousands(archived as f64 / took * 60.0))),
-    ];
+    r.performance = if a.without_archiver {
+        vec![kv("Archiving", "after the probes stopped (an A/A run), not measured")]
+    } else {
+        vec![
+            kv("Archiving took", format!("{took:.1} s")),
+            kv("Throughput", format!("{} records/minute", thousands(archived as f64 / took * 60.0))),
+        ]
+    };
     r.stability = vec![kv("Archiver exit status", p.code)];
     let mut lines = latency_lines(p, &mut r);
     if i.local {
@@ -236,11 +304,27 @@ fn report(a: &DbImpactArgs, env: &Env, p: &Phases, archived: u64, (samples, lock
     } else {
         lines.push(kv("PostgreSQL CPU", "not measured: the server is not on this machine"));
     }
+    lines.push(kv(
+        "Typical probe p99 (median of 10 s windows), idle baseline (before and after) → during",
+        format!(
+            "insert {:.2} → {:.2} ms, read {:.2} → {:.2} ms; over whole phases, before → during: {:.2}× (worst)",
+            i.typical[0].0, i.typical[0].1, i.typical[1].0, i.typical[1].1, i.whole_phase_ratio
+        ),
+    ));
     lines.push(kv("Connection count", format!("{} archiver connections at most", max_connections(samples))));
     lines.push(kv("Lock contention", format!("{} lock waits seen, {} over 1 s", lock_waits.len(), i.long_waits)));
     r.database_impact = lines;
     r.criteria = criteria(&i, lock_waits.len());
     r.figure("p99_ratio", i.p99_ratio);
+    if let Some(rate) = i.rows_per_s {
+        r.figure("rows_per_second", rate);
+    }
+    r.figure("p99_ratio_whole_phase", i.whole_phase_ratio);
+    for (k, (base, during)) in ["insert", "read"].iter().zip(i.typical) {
+        r.figure(&format!("{k}_typical_p99_ms_baseline"), base);
+        r.figure(&format!("{k}_typical_p99_ms_during"), during);
+    }
+    r.figure("probes", p.latencies.iter().map(|(t, k, ms)| serde_json::json!([t, if *k == Probe::Insert { "insert" } else { "read" }, ms])).collect::<Vec<_>>());
     r.figure("pg_cpu_increase_pct", i.cpu_increase);
     r.figure("lock_waits_over_1s", i.long_waits as u64);
     r.extra_plots.push(latency_plot(p, a.probe_rate));
@@ -268,11 +352,16 @@ fn latency_lines(p: &Phases, r: &mut Report) -> Vec<(String, String)> {
 fn criteria(i: &Impact, lock_waits: usize) -> Vec<Criterion> {
     let (local, cpu_increase, p99_ratio, long_waits) = (i.local, i.cpu_increase, i.p99_ratio, i.long_waits);
     let phase = |n: usize| Requirement::secs(&format!("{} phase", PHASES[n]), i.windows[n], MIN_PHASE_S);
-    vec![
+    let throughput = i.rows_per_s.map(|rate| {
+        Criterion::new("throughput while gentle", format!("{} rows/s", thousands(rate)))
+            .ours(&format!("≥ {} rows/s", thousands(MIN_ROWS_PER_S)), rate >= MIN_ROWS_PER_S)
+            .needs([phase(1)])
+    });
+    let mut all = vec![
         Criterion::new("CPU increase", if local { format!("{cpu_increase:.1}% of the machine") } else { "not measured: PostgreSQL is not on this machine".into() })
             .guide("<5%", local.then_some(cpu_increase < 5.0))
             .needs([phase(0), phase(1)]),
-        Criterion::new("probe p99 latency", format!("{p99_ratio:.2}× before (worst of insert and read)"))
+        Criterion::new("probe p99 latency", format!("{p99_ratio:.2}× the idle baseline (worst of insert and read, typical p99 of 10 s windows)"))
             .guide_says("\"query duration stable\" (no threshold)")
             .ours("within +20% (≤1.2×)", p99_ratio <= 1.2)
             .needs(i.p99s.iter().map(Requirement::percentile)),
@@ -280,7 +369,9 @@ fn criteria(i: &Impact, lock_waits: usize) -> Vec<Criterion> {
             .guide("no significant contention", Some(long_waits == 0))
             .ours("zero over 1 s", long_waits == 0)
             .needs([phase(1)]),
-    ]
+    ];
+    all.extend(throughput);
+    all
 }
 
 /// Each probe's p99 per second, with the archiving phase in the title; the per-second maximum
@@ -322,7 +413,7 @@ mod tests {
         let mut r = Report::new("db-impact", "local directory");
         r.correctness = Correctness { inserted: 1, archived: 1, ..Correctness::default() };
         r.database_impact = latency_lines(p, &mut r);
-        r.criteria = criteria(&impact(p, &[], &[]), 0);
+        r.criteria = criteria(&impact(p, Some(1_000_000), &[], &[]), 0);
         r
     }
 
@@ -356,6 +447,47 @@ mod tests {
         let md = impact_report(&phases(1000, 20.0)).markdown();
         let row = md.lines().find(|l| l.starts_with("| CPU increase |")).unwrap();
         assert!(row.ends_with("| <5% | not measured | none set | n/a |"), "{row}");
-        assert!(md.contains("| probe p99 latency | 1.00× before (worst of insert and read) | \"query duration stable\" (no threshold) | n/a | within +20% (≤1.2×) | PASS |"), "{md}");
+        assert!(md.contains("| probe p99 latency | 1.00× the idle baseline (worst of insert and read, typical p99 of 10 s windows) | \"query duration stable\" (no threshold) | n/a | within +20% (≤1.2×) | PASS |"), "{md}");
+    }
+
+    /// 60 s phases, 50 probes a second of each kind at 1 ms; `slow(t)` gives a probe's latency
+    /// instead where it returns one.
+    fn steady(slow: impl Fn(f64) -> Option<f64>) -> Phases {
+        let mut latencies = Vec::new();
+        for i in 0..(180 * 50) {
+            let t = i as f64 / 50.0;
+            latencies.extend(PROBES.map(|k| (t, k, slow(t).unwrap_or(1.0))));
+        }
+        Phases { t0: Instant::now(), latencies, during: (60.0, 120.0), end: 180.0, code: 0 }
+    }
+
+    #[test]
+    fn one_stall_of_the_host_moves_the_whole_phase_p99_but_not_the_typical_one() {
+        // Two seconds of 80 ms probes before archiving (1/30 of the phase), nothing else.
+        let p = steady(|t| (10.0..12.0).contains(&t).then_some(80.0));
+        let i = impact(&p, Some(1), &[], &[]);
+        assert!(i.whole_phase_ratio < 0.1, "the stall made the before p99 80 ms: {}", i.whole_phase_ratio);
+        assert!((i.p99_ratio - 1.0).abs() < 1e-9, "{}", i.p99_ratio);
+    }
+
+    #[test]
+    fn an_archiver_that_slows_two_probes_in_a_hundred_fails_in_every_window() {
+        // During archiving, every 50th probe takes 3 ms: 2 % of them, in every window.
+        let p = steady(|t| ((60.0..120.0).contains(&t) && ((t * 50.0).round() as u64).is_multiple_of(50)).then_some(3.0));
+        let i = impact(&p, Some(1), &[], &[]);
+        assert!((i.p99_ratio - 3.0).abs() < 1e-9, "{}", i.p99_ratio);
+        let (_, windows) = p.typical_p99(Probe::Insert, &[1]);
+        assert_eq!(windows, vec![3.0; 6]);
+        let k = criteria(&i, 0).into_iter().find(|k| k.name == "probe p99 latency").unwrap();
+        assert!(k.failed(), "{k:?}");
+    }
+
+    #[test]
+    fn throughput_is_judged_against_the_floor_and_not_at_all_in_an_a_a_run() {
+        let p = steady(|_| None);
+        let judged = |archived| criteria(&impact(&p, archived, &[], &[]), 0).into_iter().find(|k| k.name == "throughput while gentle");
+        assert!(judged(Some(60 * 4_999)).unwrap().failed());
+        assert!(judged(Some(60 * 5_000)).unwrap().shown());
+        assert!(judged(None).is_none(), "an A/A run archives nothing while probing");
     }
 }
