@@ -192,7 +192,9 @@ impl Producer {
             tx.commit().await?;
             let took = started.elapsed();
             governor.spent(took);
-            if governor.enabled() && read == want as usize {
+            // Sized only from a full page: a batch's last, shorter page says nothing of how long
+            // a full one takes.
+            if governor.enabled() && want == page && read == want as usize {
                 self.page.store(crate::governor::next_size(read, took, governor.read_page_time(), (50, s.batch_size as usize)), Relaxed);
             }
             if read < want as usize || batch.rows() as u32 >= s.batch_size || stop.is_cancelled() {
