@@ -65,6 +65,15 @@ enum Probe {
     Read,
 }
 
+impl Probe {
+    fn name(self) -> &'static str {
+        match self {
+            Probe::Insert => "insert",
+            Probe::Read => "read",
+        }
+    }
+}
+
 const PROBES: [Probe; 2] = [Probe::Insert, Probe::Read];
 const PHASES: [&str; 3] = ["before", "during", "after"];
 /// The windows a typical p99 is taken over (see the module's documentation).
@@ -163,7 +172,7 @@ impl Phases {
     fn pct(&self, kind: Probe, phase: usize, q: f64) -> Percentile {
         let v: Vec<f64> =
             self.latencies.iter().filter(|(t, k, _)| *k == kind && self.phase_of(*t) == phase).map(|x| x.2).collect();
-        let name = format!("{} p{:.0} {}", if kind == Probe::Insert { "insert" } else { "read" }, q * 100.0, PHASES[phase]);
+        let name = format!("{} p{:.0} {}", kind.name(), q * 100.0, PHASES[phase]);
         Percentile::of(&name, &v, q, self.windows()[phase])
     }
 
@@ -171,12 +180,13 @@ impl Phases {
     /// phase's last window only if at least half as long), and their median.
     fn typical_p99(&self, kind: Probe, phases: &[usize]) -> (f64, Vec<f64>) {
         let starts = [0.0, self.during.0, self.during.1];
+        let lengths = self.windows();
         let mut windows: BTreeMap<(usize, u64), Vec<f64>> = BTreeMap::new();
         for (t, k, ms) in &self.latencies {
             let phase = self.phase_of(*t);
             let into = t - starts[phase];
             let n = (into / WINDOW_S) as u64;
-            let full = self.windows()[phase] - n as f64 * WINDOW_S >= WINDOW_S / 2.0;
+            let full = lengths[phase] - n as f64 * WINDOW_S >= WINDOW_S / 2.0;
             if *k == kind && phases.contains(&phase) && full {
                 windows.entry((phase, n)).or_default().push(*ms);
             }
@@ -286,13 +296,9 @@ fn report(a: &DbImpactArgs, env: &Env, p: &Phases, archived: u64, (samples, lock
         kv("Probe", format!("{} inserts/s and {} indexed reads/s on the audit table, before, during and after archiving", a.probe_rate, a.probe_rate)),
         kv("Mode", format!("standalone: archiver-coordinator run --workers {}, {}", a.workers, throttle(a))),
     ];
-    r.performance = if a.without_archiver {
-        vec![kv("Archiving", "after the probes stopped (an A/A run), not measured")]
-    } else {
-        vec![
-            kv("Archiving took", format!("{took:.1} s")),
-            kv("Throughput", format!("{} records/minute", thousands(archived as f64 / took * 60.0))),
-        ]
+    r.performance = match i.rows_per_s {
+        Some(rate) => vec![kv("Archiving took", format!("{took:.1} s")), kv("Throughput", format!("{} records/minute", thousands(rate * 60.0)))],
+        None => vec![kv("Archiving", "after the probes stopped (an A/A run), not measured")],
     };
     r.stability = vec![kv("Archiver exit status", p.code)];
     let mut lines = latency_lines(p, &mut r);
@@ -320,11 +326,11 @@ fn report(a: &DbImpactArgs, env: &Env, p: &Phases, archived: u64, (samples, lock
         r.figure("rows_per_second", rate);
     }
     r.figure("p99_ratio_whole_phase", i.whole_phase_ratio);
-    for (k, (base, during)) in ["insert", "read"].iter().zip(i.typical) {
-        r.figure(&format!("{k}_typical_p99_ms_baseline"), base);
-        r.figure(&format!("{k}_typical_p99_ms_during"), during);
+    for (k, (base, during)) in PROBES.iter().zip(i.typical) {
+        r.figure(&format!("{}_typical_p99_ms_baseline", k.name()), base);
+        r.figure(&format!("{}_typical_p99_ms_during", k.name()), during);
     }
-    r.figure("probes", p.latencies.iter().map(|(t, k, ms)| serde_json::json!([t, if *k == Probe::Insert { "insert" } else { "read" }, ms])).collect::<Vec<_>>());
+    r.figure("probes", p.latencies.iter().map(|(t, k, ms)| serde_json::json!([t, k.name(), ms])).collect::<Vec<_>>());
     r.figure("pg_cpu_increase_pct", i.cpu_increase);
     r.figure("lock_waits_over_1s", i.long_waits as u64);
     r.extra_plots.push(latency_plot(p, a.probe_rate));
@@ -337,7 +343,8 @@ fn latency_lines(p: &Phases, r: &mut Report) -> Vec<(String, String)> {
     let mut lines = Vec::new();
     for (i, name) in PHASES.iter().enumerate() {
         let mut text = Vec::new();
-        for (kind, label) in [(Probe::Insert, "insert"), (Probe::Read, "read")] {
+        for kind in PROBES {
+            let label = kind.name();
             let [p50, p95, p99] = [0.5, 0.95, 0.99].map(|q| r.percentile(p.pct(kind, i, q)));
             r.figure(&format!("{label}_p99_ms_{name}"), p99.value);
             text.push(format!("{label} {}/{}/{} from {} probes", p50.ms(), p95.ms(), p99.ms(), p99.samples));
@@ -379,7 +386,8 @@ fn criteria(i: &Impact, lock_waits: usize) -> Vec<Criterion> {
 fn latency_plot(p: &Phases, probe_rate: u64) -> Plot {
     let mut series = Vec::new();
     let (q, stat) = if probe_rate >= crate::evidence::min_samples(0.99) { (0.99, "p99") } else { (1.0, "max") };
-    for (kind, name) in [(Probe::Insert, format!("insert {stat}")), (Probe::Read, format!("read {stat}"))] {
+    for kind in PROBES {
+        let name = format!("{} {stat}", kind.name());
         let mut per_second: BTreeMap<u64, Vec<f64>> = Default::default();
         for (t, k, ms) in &p.latencies {
             if *k == kind {
