@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::control::{Controller, Decision, Reason, Signals, State};
 use self::signals::{Conn, Probe};
@@ -227,7 +228,8 @@ impl Watcher {
     /// (the primary: the pipeline's own statements time out there).
     async fn read(&mut self, probe: &mut Probe) -> (Signals, u32) {
         let limit = (self.settings.interval * 3).max(Duration::from_secs(2));
-        match tokio::time::timeout(limit, self.read_all(probe)).await {
+        let sample = tracing::debug_span!("governor_sample", database = %self.database);
+        match tokio::time::timeout(limit, self.read_all(probe).instrument(sample)).await {
             Ok(read) => read,
             Err(_) => {
                 self.primary.reset();

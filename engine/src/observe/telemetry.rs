@@ -14,6 +14,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -146,7 +147,9 @@ pub fn init_with_writer(
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,aws=warn,lapin=warn,opentelemetry=warn"))
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(colour_wanted());
+    // A span's close is logged with its busy and idle time: at DEBUG (our spans' level) the log
+    // shows how long each batch, stage, read page and delete chunk took, and when.
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(colour_wanted()).with_span_events(FmtSpan::CLOSE);
     let fmt = if log_format == "json" { fmt.json().boxed() } else { fmt.boxed() };
     let registry = tracing_subscriber::registry().with(fmt.with_filter(filter()));
     let Some(endpoint) = settings.endpoint.clone() else {

@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::extract::TableSql;
 use super::PipelineError;
@@ -67,7 +68,7 @@ pub async fn delete_batch(run: &DeleteRun<'_>, batch: &BatchRecord) -> Result<i6
         let end = (at + size).min(pks.len());
         let started = Instant::now();
         let chunk = Chunk { pks: &pks[at..end], xmins: &xmins[at..end], all: (end == pks.len()).then_some(&pks[..]) };
-        let outcome = delete_chunk(run, batch, chunk).await;
+        let outcome = delete_chunk(run, batch, chunk).instrument(tracing::debug_span!("delete_chunk", keys = end - at)).await;
         let took = started.elapsed();
         governor.spent(took);
         if let Some(total) = outcome? {

@@ -55,6 +55,11 @@ pub struct DbImpactArgs {
     /// running, so the report's ratios are the measurement's own noise.
     #[arg(long)]
     pub without_archiver: bool,
+    /// Logs the archiver's spans (each batch, stage, read page and delete chunk, with its
+    /// duration) as JSON to `coordinator.log`, to lay them beside the probes (see
+    /// loadtest/probe-experiments/timeline.py). The logging costs a little CPU itself.
+    #[arg(long)]
+    pub timeline: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -231,7 +236,11 @@ async fn probe_around_archiving(env: &Arc<Env>, a: &DbImpactArgs, config: &Path,
 
 /// Runs `archiver-coordinator run` (the sampler watching it) and returns its exit status.
 async fn archive(env: &Arc<Env>, a: &DbImpactArgs, config: &Path, sampler: &Sampler) -> anyhow::Result<i32> {
-    let child = env.coordinator(config, &["run", "--workers", &a.workers.to_string()])?.spawn()?;
+    let mut cmd = env.coordinator(config, &["run", "--workers", &a.workers.to_string()])?;
+    if a.timeline {
+        cmd.args(["--log-format", "json"]).env("RUST_LOG", "warn,archiver_engine=debug");
+    }
+    let child = cmd.spawn()?;
     sampler.watch(child.id());
     let pid = child.id() as libc::pid_t;
     let (code, _) = tokio::task::spawn_blocking(move || wait_with_peak_rss(pid)).await??;
@@ -330,6 +339,8 @@ fn report(a: &DbImpactArgs, env: &Env, p: &Phases, archived: u64, (samples, lock
         r.figure(&format!("{}_typical_p99_ms_baseline", k.name()), base);
         r.figure(&format!("{}_typical_p99_ms_during", k.name()), during);
     }
+    let t0_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()) - p.t0.elapsed().as_secs_f64();
+    r.figure("probes_t0_unix", t0_unix);
     r.figure("probes", p.latencies.iter().map(|(t, k, ms)| serde_json::json!([t, k.name(), ms])).collect::<Vec<_>>());
     r.figure("pg_cpu_increase_pct", i.cpu_increase);
     r.figure("lock_waits_over_1s", i.long_waits as u64);
