@@ -48,6 +48,11 @@ impl Encoder {
     /// Appends one row: its JSON text and a newline.
     pub fn push(&mut self, json: &str) {
         debug_assert!(!json.contains('\n'), "row_to_json output has no raw newlines");
+        self.push_text(json);
+    }
+
+    /// Appends text and a newline.
+    fn push_text(&mut self, json: &str) {
         let w: &mut dyn Write = match &mut self.inner {
             Inner::Zstd(e) => e,
             Inner::Gzip(e) => e,
@@ -56,6 +61,12 @@ impl Encoder {
         w.write_all(json.as_bytes()).expect("write to memory");
         w.write_all(b"\n").expect("write to memory");
         self.raw_bytes += json.len() as u64 + 1;
+    }
+
+    /// Appends `rows` rows at once: their JSON texts joined by newlines (no trailing one).
+    pub fn push_lines(&mut self, joined: &str, rows: usize) {
+        debug_assert_eq!(joined.matches('\n').count() + 1, rows, "one line a row");
+        self.push_text(joined);
     }
 
     pub fn finish(self) -> Encoded {

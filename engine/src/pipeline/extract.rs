@@ -19,6 +19,9 @@ use crate::source::table::TableInfo;
 pub struct TableSql {
     first: String,
     next: String,
+    /// The same two, each returning its page as one row (see `Batch::read_page`).
+    first_whole: String,
+    next_whole: String,
     /// The delete of a chunk: keys `$1`, row versions `$2`, and the held ranges as arrays of
     /// starts `$3` and ends `$4` (read from a checkpoint store in another database).
     pub delete: String,
@@ -38,9 +41,17 @@ impl TableSql {
         let t = qualified(&s.schema, &s.table);
         let ts = format!("{ALIAS}.{}", quote_ident(&s.timestamp_column));
         let pk = format!("{ALIAS}.{}", quote_ident(&s.primary_key));
-        let select = format!(
-            "SELECT {pk}::text, {ts}::text, {ALIAS}.xmin::text, row_to_json({ALIAS})::text FROM {t} AS {ALIAS}"
-        );
+        let cols = format!("{pk}::text AS p, {ts}::text AS s, {ALIAS}.xmin::text AS x, row_to_json({ALIAS})::text AS j");
+        let select = format!("SELECT {cols} FROM {t} AS {ALIAS}");
+        // A whole page as one row: the server renders the page before it sends any of it, so the
+        // client's decoding never runs beside the server's scan (see `Batch::read_page`).
+        let whole_page = |select_where: &str| {
+            let by = "ORDER BY o1, o2";
+            format!(
+                "SELECT array_agg(p {by}), array_agg(s {by}), array_agg(x {by}), string_agg(j, E'\\n' {by})
+                 FROM (SELECT {ts} AS o1, {pk} AS o2, {cols} FROM {t} AS {ALIAS} {select_where}) AS page"
+            )
+        };
         let order = format!("ORDER BY {ts}, {pk} LIMIT $3");
         let (tt, pt) = (&info.ts_type, &info.pk_type);
         // Rows in a range under an active legal hold are never deleted (the clause added below).
@@ -50,22 +61,28 @@ impl TableSql {
                           ARRAY(SELECT json_array_elements_text($2::json))) AS k(pk, x)
              WHERE {pk} = k.pk::{pt} AND {ALIAS}.xmin = k.x::xid"
         );
+        let first = format!("WHERE {ts} >= $1 AND {ts} < $2 {order}");
+        // The plain `>=` on the timestamp lets a single-column index on it bound the scan;
+        // `$5` is the window's start, which may lie past the last row read (a hold skipped).
+        let next = format!("WHERE {ts} >= $1::text::{tt} AND {ts} >= $5 AND {ts} < $2 AND ({ts}, {pk}) > ($1::text::{tt}, $4::text::{pt}) {order}");
         TableSql {
-            first: format!("{select} WHERE {ts} >= $1 AND {ts} < $2 {order}"),
-            // The plain `>=` on the timestamp lets a single-column index on it bound the scan;
-            // `$5` is the window's start, which may lie past the last row read (a hold skipped).
-            next: format!(
-                "{select} WHERE {ts} >= $1::text::{tt} AND {ts} >= $5 AND {ts} < $2 AND ({ts}, {pk}) > ($1::text::{tt}, $4::text::{pt}) {order}"
-            ),
+            first: format!("{select} {first}"),
+            next: format!("{select} {next}"),
+            first_whole: whole_page(&first),
+            next_whole: whole_page(&next),
+            // Each holds clause first asks, once per statement, whether the table has any active
+            // hold at all; only then is each row checked against the held ranges (a per-row check
+            // costs a big delete about a tenth of its time, and holds are rare).
             delete: format!(
-                "{delete} AND NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS h(s, e)
-                                   WHERE {ts} >= h.s AND {ts} < h.e)"
+                "{delete} AND (cardinality($3::timestamptz[]) = 0
+                     OR NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS h(s, e)
+                                    WHERE {ts} >= h.s AND {ts} < h.e))"
             ),
             delete_local: local_holds.map(|holds| {
+                let active = "h.released_at IS NULL AND h.database = $3 AND h.schema_name = $4 AND h.table_name = $5";
                 format!(
-                    "{delete} AND NOT EXISTS (SELECT 1 FROM {holds} AS h WHERE h.released_at IS NULL
-                       AND h.database = $3 AND h.schema_name = $4 AND h.table_name = $5
-                       AND {ts} >= h.range_start AND {ts} < h.range_end)"
+                    "{delete} AND (NOT EXISTS (SELECT 1 FROM {holds} AS h WHERE {active})
+                     OR NOT EXISTS (SELECT 1 FROM {holds} AS h WHERE {active} AND {ts} >= h.range_start AND {ts} < h.range_end))"
                 )
             }),
             present: format!(
@@ -137,6 +154,22 @@ impl JsonList {
     }
 }
 
+/// Which rows a page reads: up to `limit` of `window`, after `after` (or after the batch's last).
+pub struct Page<'a> {
+    pub window: Window,
+    pub after: Option<&'a (String, String)>,
+    pub limit: u32,
+}
+
+/// A page as [`Batch::fetch_whole`] fetched it: keys, timestamps and row versions in order, and
+/// the rows' JSON joined by newlines (all None when the page is empty).
+pub struct WholePage {
+    pks: Option<Vec<String>>,
+    tss: Option<Vec<String>>,
+    xmins: Option<Vec<String>>,
+    lines: Option<String>,
+}
+
 /// A batch being read page by page: rows are encoded as they arrive, with their keys and row
 /// versions, until the batch is full or its window has no more rows.
 pub struct Batch {
@@ -163,41 +196,61 @@ impl Batch {
     }
 
     /// Reads up to `limit` more rows of `window` (after `after`, or after this batch's last row)
-    /// into the batch; returns how many it read (fewer than `limit`: the window is exhausted).
-    pub async fn read_page(
-        &mut self,
-        conn: &mut PgConnection,
-        sql: &TableSql,
-        window: Window,
-        after: Option<&(String, String)>,
-        limit: u32,
-    ) -> Result<usize, sqlx::Error> {
-        let from = self.after(after).cloned();
-        let query = match &from {
-            None => sqlx::query(&sql.first).bind(window.start).bind(window.end).bind(limit as i64),
-            Some((ts, pk)) => sqlx::query(&sql.next).bind(ts).bind(window.end).bind(limit as i64).bind(pk).bind(window.start),
-        };
-        let mut rows = query.fetch(conn);
+    /// into the batch, encoding them as they arrive: the server's scan and the client's encoding
+    /// run at once (fastest, and a big page is never held whole in memory). Returns how many it
+    /// read (fewer than `limit`: the window is exhausted).
+    pub async fn read_page(&mut self, conn: &mut PgConnection, sql: &TableSql, page: Page<'_>) -> Result<usize, sqlx::Error> {
+        let mut rows = self.query(&sql.first, &sql.next, page).fetch(conn);
         let mut read = 0;
         while let Some(row) = rows.try_next().await? {
-            let pk: &str = row.try_get(0)?;
-            let ts: &str = row.try_get(1)?;
-            let xmin: &str = row.try_get(2)?;
-            let json: &str = row.try_get(3)?;
-            self.encoder.push(json);
-            if self.first.is_none() {
-                self.first = Some((ts.to_string(), pk.to_string()));
-            }
-            self.last.0.clear();
-            self.last.0.push_str(ts);
-            self.last.1.clear();
-            self.last.1.push_str(pk);
-            self.pks.push(pk);
-            self.xmins.push(xmin);
+            self.encoder.push(row.try_get(3)?);
+            self.add(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             read += 1;
         }
-        self.rows += read;
         Ok(read)
+    }
+
+    /// Fetches a page as one row, rendered by the server before it sends any of it; the caller
+    /// adds it to the batch ([`Batch::add_whole`]) after its transaction. The server's scan and
+    /// the client's decoding take turns, so a page keeps at most one core busy at a time, and
+    /// the page's database time is the server's alone (the governor's small pages).
+    pub async fn fetch_whole(&self, conn: &mut PgConnection, sql: &TableSql, page: Page<'_>) -> Result<WholePage, sqlx::Error> {
+        let row = self.query(&sql.first_whole, &sql.next_whole, page).fetch_one(conn).await?;
+        Ok(WholePage { pks: row.try_get(0)?, tss: row.try_get(1)?, xmins: row.try_get(2)?, lines: row.try_get(3)? })
+    }
+
+    /// Adds a page [`Batch::fetch_whole`] fetched; returns its rows.
+    pub fn add_whole(&mut self, page: WholePage) -> usize {
+        let (Some(pks), Some(tss), Some(xmins), Some(lines)) = (page.pks, page.tss, page.xmins, page.lines) else {
+            return 0;
+        };
+        self.encoder.push_lines(&lines, pks.len());
+        for ((pk, ts), xmin) in pks.iter().zip(&tss).zip(&xmins) {
+            self.add(pk, ts, xmin);
+        }
+        pks.len()
+    }
+
+    fn query<'q>(&self, first: &'q str, next: &'q str, page: Page<'q>) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let (window, limit) = (page.window, page.limit as i64);
+        match self.after(page.after).cloned() {
+            None => sqlx::query(first).bind(window.start).bind(window.end).bind(limit),
+            Some((ts, pk)) => sqlx::query(next).bind(ts).bind(window.end).bind(limit).bind(pk).bind(window.start),
+        }
+    }
+
+    /// Adds a row's key, timestamp and version (its JSON is already encoded).
+    fn add(&mut self, pk: &str, ts: &str, xmin: &str) {
+        if self.first.is_none() {
+            self.first = Some((ts.to_string(), pk.to_string()));
+        }
+        self.last.0.clear();
+        self.last.0.push_str(ts);
+        self.last.1.clear();
+        self.last.1.push_str(pk);
+        self.pks.push(pk);
+        self.xmins.push(xmin);
+        self.rows += 1;
     }
 
     /// The batch, encoded; None if no row was read. Rows are compressed as they stream in

@@ -11,10 +11,10 @@ use archiver_proto::WorkItem;
 use backon::Retryable;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Span;
+use tracing::{Instrument, Span};
 
 use super::encode::Encoder;
-use super::extract::{Batch, Extracted, TableSql, Window};
+use super::extract::{Batch, Extracted, Page, TableSql, WholePage, Window};
 use super::spans::{batch_span, stage};
 use super::PipelineError;
 use crate::source::table::TableInfo;
@@ -187,10 +187,23 @@ impl Producer {
             // One round trip opens the transaction and sets its timeout (the setting is a number
             // of milliseconds, never text from outside).
             let begin = format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {}", s.statement_timeout.as_millis());
-            let mut tx = self.source.read_pool.begin_with(begin).await?;
-            let read = batch.read_page(&mut tx, &self.sql, window, after, want).await?;
-            tx.commit().await?;
+            let rows = Page { window, after, limit: want };
+            let page_read = async {
+                let mut tx = self.source.read_pool.begin_with(begin).await?;
+                let fetched = if governor.enabled() {
+                    Fetched::Whole(batch.fetch_whole(&mut tx, &self.sql, rows).await?)
+                } else {
+                    Fetched::Streamed(batch.read_page(&mut tx, &self.sql, rows).await?)
+                };
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(fetched)
+            };
+            let fetched = page_read.instrument(tracing::debug_span!("page", rows = want)).await?;
             let took = started.elapsed();
+            let read = match fetched {
+                Fetched::Whole(page) => batch.add_whole(page),
+                Fetched::Streamed(read) => read,
+            };
             governor.spent(took);
             // Sized only from a full page: a batch's last, shorter page says nothing of how long
             // a full one takes.
@@ -203,4 +216,11 @@ impl Producer {
             governor.acquire(stop).await;
         }
     }
+}
+
+/// A page read: whole (the governor's small pages, decoded after the read's transaction) or
+/// streamed into the batch (governor off).
+enum Fetched {
+    Whole(WholePage),
+    Streamed(usize),
 }
