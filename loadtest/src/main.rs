@@ -20,6 +20,7 @@ mod readiness;
 mod report;
 mod sample;
 mod scenarios;
+mod tradeoff;
 
 use std::process::ExitCode;
 
@@ -70,6 +71,9 @@ enum Command {
     /// The production-readiness verdict over the reports of the guide's five scenarios: ready
     /// only if each passed with every criterion judged.
     Verdict(VerdictArgs),
+    /// Lays db-impact runs made with different governor settings side by side: a table and a
+    /// plot of rows/s against the probe p99 ratio and the CPU increase.
+    Tradeoff(tradeoff::TradeoffArgs),
 }
 
 #[tokio::main]
@@ -79,6 +83,7 @@ async fn main() -> ExitCode {
         Command::Seed(a) => return exit(scenarios::seed(a).await),
         Command::Distributed(a) => return exit(bench::distributed(a).await),
         Command::Verdict(a) => return readiness_exit(readiness::run(a)),
+        Command::Tradeoff(a) => return exit(tradeoff::run(a)),
         Command::Sustained(a) => scenarios::sustained(a).await,
         Command::Concurrency(a) => scenarios::concurrency(a).await,
         Command::LargeBatch(a) => scenarios::large_batch(a).await,
