@@ -41,6 +41,8 @@ pub struct DeleteRun<'a> {
     pub owner: &'a str,
     pub limits: &'a DeleteLimits,
     pub stop: &'a CancellationToken,
+    /// Called after each chunk that leaves more to delete (the crash tests stop there).
+    pub hooks: &'a dyn super::Hooks,
 }
 
 /// Keys per delete transaction at the start: small, then sized to `delete_chunk_time`.
@@ -74,6 +76,7 @@ pub async fn delete_batch(run: &DeleteRun<'_>, batch: &BatchRecord) -> Result<i6
         if let Some(total) = outcome? {
             return Ok(total);
         }
+        run.hooks.at(super::Point::DeleteChunk, run.item, batch.seq).await?;
         at = end;
         if governor.enabled() {
             size = crate::governor::next_size(size, took, governor.delete_chunk_time(), (50, 20_000));

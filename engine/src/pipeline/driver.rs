@@ -172,6 +172,7 @@ impl ItemRun<'_> {
             owner: &self.pipeline.worker_id,
             limits: &self.limits,
             stop: &self.stop,
+            hooks: &*self.pipeline.hooks,
         };
         (|| async { delete::delete_batch(&run, batch).await })
             .retry(db_backoff())

@@ -19,6 +19,8 @@ pub enum Point {
     Uploaded,
     /// Its record was committed to the checkpoint store.
     Recorded,
+    /// One of its delete chunks committed and more follow (the governor deletes in chunks).
+    DeleteChunk,
     /// Its rows were deleted.
     Deleted,
     /// The manifest was written, before the item is marked done.
@@ -31,6 +33,7 @@ impl Point {
             Point::Extracted => "extracted",
             Point::Uploaded => "uploaded",
             Point::Recorded => "recorded",
+            Point::DeleteChunk => "delete_chunk",
             Point::Deleted => "deleted",
             Point::ManifestWritten => "manifest",
         }
