@@ -317,6 +317,19 @@ pub struct TableStatus {
     pub bytes_archived: i64,
     pub oldest_eligible_row: Option<DateTime<Utc>>,
     pub failed_items: Vec<FailedItem>,
+    /// The load governor of the table's database, as its signals read now (None: turned off).
+    pub governor: Option<GovernorView>,
+}
+
+/// What the governors of a database see now: the state and reason a governor would take from
+/// these signals, how many archiver processes share the budget, and the signals in words.
+#[derive(Debug, Clone, Serialize)]
+pub struct GovernorView {
+    pub state: &'static str,
+    pub reason: &'static str,
+    pub budget: f64,
+    pub processes: u32,
+    pub detail: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -331,11 +344,25 @@ pub struct FailedItem {
 /// `status`: per table, items by state, what was archived, and the oldest row still eligible.
 pub async fn status(config: &Config, scope: &Scope) -> anyhow::Result<BTreeMap<String, TableStatus>> {
     let prepared = setup::prepare(config, scope, false).await?;
+    let mut governors = BTreeMap::new();
+    for (name, source) in &prepared.sources {
+        if source.governor.enabled() {
+            let seen = source.governor.look().await;
+            let view = GovernorView {
+                state: seen.decision.state.as_str(),
+                reason: seen.decision.reason.as_str(),
+                budget: source.governor.budget(),
+                processes: seen.processes,
+                detail: seen.detail,
+            };
+            governors.insert(name.clone(), view);
+        }
+    }
     let mut out = BTreeMap::new();
     for info in &prepared.tables {
         let s = &info.settings;
         let source = &prepared.sources[&s.database];
-        let mut st = TableStatus::default();
+        let mut st = TableStatus { governor: governors.get(&s.database).cloned(), ..Default::default() };
         if source.checkpoints.exists().await? {
             for row in source.checkpoints.items_of(&s.database, &s.schema, &s.table).await? {
                 match row.state {

@@ -124,6 +124,10 @@ pub fn status(tables: &BTreeMap<String, TableStatus>, json: bool) {
             t.bytes_archived,
             t.oldest_eligible_row.map_or("none".to_string(), |t| t.to_rfc3339())
         );
+        match &t.governor {
+            Some(g) => println!("  governor: {} ({}), budget {}: {}", g.state, g.reason, g.budget, g.detail),
+            None => println!("  governor: off"),
+        }
         for f in &t.failed_items {
             println!(
                 "  failed item {} [{}, {}) after {} attempts: {}",

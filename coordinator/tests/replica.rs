@@ -136,6 +136,11 @@ async fn paused_replay_holds_the_writes_until_it_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let held = remaining().await;
+    // `status` shows what the governors see: paused by the replica, one process archiving.
+    let tables = archiver_coordinator::distributed::status(&config, &Default::default()).await.unwrap();
+    let g = tables.values().next().and_then(|t| t.governor.clone()).expect("the governor is on");
+    assert_eq!((g.state, g.reason, g.processes), ("paused", "replica_stalled", 1), "{g:?}");
+    assert!(g.detail.contains("replay is paused"), "{g:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let still = remaining().await;
     sqlx::query("SELECT pg_wal_replay_resume()").execute(&standby).await.unwrap();

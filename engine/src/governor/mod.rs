@@ -82,6 +82,11 @@ impl Governor {
         self.settings.enabled
     }
 
+    /// Database seconds per second shared by every archiver process on the database.
+    pub fn budget(&self) -> f64 {
+        self.settings.budget
+    }
+
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
     }
@@ -102,13 +107,7 @@ impl Governor {
         }
         self.started
             .get_or_init(|| async {
-                let watcher = Watcher {
-                    database: self.database.clone(),
-                    settings: self.settings.clone(),
-                    primary: Conn::new(self.primary.clone(), "primary".into()),
-                    replicas: self.replicas.iter().map(|o| Conn::new(o.clone(), format!("{}:{}", o.get_host(), o.get_port()))).collect(),
-                    status: self.status.clone(),
-                };
+                let watcher = self.watcher();
                 let mut first = self.status.subscribe();
                 tokio::spawn(watcher.run(self.stop.clone()));
                 // Nothing is written before the first reading of the signals (a replica gate may
@@ -116,6 +115,30 @@ impl Governor {
                 let _ = tokio::time::timeout(Duration::from_secs(10), first.changed()).await;
             })
             .await;
+    }
+
+    fn watcher(&self) -> Watcher {
+        Watcher {
+            database: self.database.clone(),
+            settings: self.settings.clone(),
+            primary: Conn::new(self.primary.clone(), "primary".into()),
+            replicas: self.replicas.iter().map(|o| Conn::new(o.clone(), format!("{}:{}", o.get_host(), o.get_port()))).collect(),
+            status: self.status.clone(),
+        }
+    }
+
+    /// Reads the signals once, as the governors of the processes archiving this database do, and
+    /// what a governor would decide from them alone (`status`; no probe history, so the probe
+    /// never slows it). `processes` counts the archiving processes, this one not included, and
+    /// `rate` is each one's share of the budget at full speed.
+    pub async fn look(&self) -> Status {
+        let mut watcher = self.watcher();
+        let (signals, governors) = watcher.read(&mut Probe::default()).await;
+        let decision = Controller::new(self.settings.max_probe_ratio, self.settings.max_replica_lag).step(&signals);
+        let processes = governors.saturating_sub(1);
+        let rate = self.settings.budget / processes.max(1) as f64;
+        let detail = describe(&signals, processes);
+        Status { decision, processes, rate, detail }
     }
 
     /// Waits until this process may run its next statement on the database within its budget.
