@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes (once) and starts a streaming replica of the local PostgreSQL for the tests: a cluster of
 # its own under /var/lib/postgresql/archiver-replica-$PORT, made by `pg_basebackup -R`, listening
-# on 127.0.0.1:$PORT (default 5433). Idempotent: a replica already running is left as it is.
+# on 127.0.0.1:$PORT (default 5433). Idempotent: a replica already running and streaming is left
+# as it is; one that runs but cannot stream (stopped for a while, it fell behind the WAL the
+# primary keeps) is made anew.
 # The primary is PGHOST:PGPORT (default 127.0.0.1:5432) with trust authentication; a line
 # allowing replication connections from 127.0.0.1 is added to its pg_hba.conf if missing.
 set -euo pipefail
@@ -13,8 +15,17 @@ DIR="/var/lib/postgresql/archiver-replica-$PORT"
 as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
 q() { psql -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U postgres -Atqc "$1" postgres; }
 
-if psql -h 127.0.0.1 -p "$PORT" -U postgres -Atqc "SELECT pg_is_in_recovery()" postgres 2>/dev/null | grep -qx t; then
-  exit 0
+standby() { psql -h 127.0.0.1 -p "$PORT" -U postgres -Atqc "$1" postgres 2>/dev/null | grep -qx "$2"; }
+streaming() { standby "SELECT status FROM pg_stat_wal_receiver" streaming; }
+
+if standby "SELECT pg_is_in_recovery()" t; then
+  for _ in $(seq 1 15); do
+    if streaming; then exit 0; fi
+    sleep 1
+  done
+  echo "the replica on port $PORT runs but does not stream; making it anew" >&2
+  as_pg "'$BIN/pg_ctl' -D '$DIR' -m fast -w stop" >/dev/null || true
+  rm -rf "$DIR"
 fi
 
 hba="$(q 'SHOW hba_file')"
@@ -42,10 +53,10 @@ fi
 
 as_pg "'$BIN/pg_ctl' -D '$DIR' -l '$DIR/replica.log' -w -t 60 start" >/dev/null
 for _ in $(seq 1 60); do
-  if psql -h 127.0.0.1 -p "$PORT" -U postgres -Atqc "SELECT pg_is_in_recovery()" postgres 2>/dev/null | grep -qx t; then
+  if standby "SELECT pg_is_in_recovery()" t && streaming; then
     exit 0
   fi
   sleep 1
 done
-echo "the replica on port $PORT did not come up; see $DIR/replica.log" >&2
+echo "the replica on port $PORT did not come up streaming; see $DIR/replica.log" >&2
 exit 1
