@@ -14,12 +14,13 @@ use super::encode::{Encoded, Encoder};
 use crate::source::db::{qualified, quote_ident};
 use crate::source::table::TableInfo;
 
-/// The two statements of a table's keyset scan and its delete.
+/// The statements of a table's keyset scan (streamed and whole-page), its delete and its check of
+/// which keys are still present.
 #[derive(Debug, Clone)]
 pub struct TableSql {
     first: String,
     next: String,
-    /// The same two, each returning its page as one row (see `Batch::read_page`).
+    /// The same two, each returning its page as one row (see `Batch::fetch_whole`).
     first_whole: String,
     next_whole: String,
     /// The delete of a chunk: keys `$1`, row versions `$2`, and the held ranges as arrays of
@@ -44,7 +45,7 @@ impl TableSql {
         let cols = format!("{pk}::text AS p, {ts}::text AS s, {ALIAS}.xmin::text AS x, row_to_json({ALIAS})::text AS j");
         let select = format!("SELECT {cols} FROM {t} AS {ALIAS}");
         // A whole page as one row: the server renders the page before it sends any of it, so the
-        // client's decoding never runs beside the server's scan (see `Batch::read_page`).
+        // client's decoding never runs beside the server's scan (see `Batch::fetch_whole`).
         let whole_page = |select_where: &str| {
             let by = "ORDER BY o1, o2";
             format!(
@@ -170,8 +171,9 @@ pub struct WholePage {
     lines: Option<String>,
 }
 
-/// A batch being read page by page: rows are encoded as they arrive, with their keys and row
-/// versions, until the batch is full or its window has no more rows.
+/// A batch being read page by page: each page's rows are encoded (as they stream in, or once a
+/// whole page is fetched), with their keys and row versions, until the batch is full or its
+/// window has no more rows.
 pub struct Batch {
     encoder: Encoder,
     pks: JsonList,
@@ -253,8 +255,8 @@ impl Batch {
         self.rows += 1;
     }
 
-    /// The batch, encoded; None if no row was read. Rows are compressed as they stream in
-    /// (inside `extract`); this closes the frame and takes the checksum (`encode`).
+    /// The batch, encoded; None if no row was read. Rows are compressed page by page (inside
+    /// `extract`); this closes the frame and takes the checksum (`encode`).
     pub fn finish(self, batch: &tracing::Span) -> Option<Extracted> {
         let first = self.first?;
         let encoder = self.encoder;
