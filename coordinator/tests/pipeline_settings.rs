@@ -1,6 +1,6 @@
 //! Standalone mode's settings and refusals: dry runs, tables that cannot be archived safely,
-//! awkward identifiers, throttles, gzip with a separate checkpoint database, secrets never
-//! printed, VACUUM after a run, and checkpoint schema versions.
+//! awkward identifiers, the read connections' limits, throttles, gzip with a separate checkpoint
+//! database, secrets never printed, VACUUM after a run, and checkpoint schema versions.
 
 mod common;
 
@@ -103,6 +103,32 @@ async fn identifiers_with_case_spaces_and_quotes_work() {
     assert_eq!(left_old, 0);
     let expected = 5000 - 90 * 24;
     assert!((summary.rows() - expected).abs() <= 1, "archived {} of about {expected}", summary.rows());
+}
+
+/// A page is one statement with no transaction of its own: what keeps it from writing and from
+/// running long is the read pool's connections, which this checks as the pipeline gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_read_on_read_only_connections_with_the_statement_timeout() {
+    let db = TestDb::new().await;
+    seeded(&db, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&test_config(&db, Storage::local(dir.path())).set_default("statement_timeout", "250ms").table(audit_table()));
+    let prepared = archiver_engine::setup::prepare(&config, &Default::default(), false).await.unwrap();
+    let source = prepared.sources.values().next().expect("one source database");
+    let mut conn = source.read_pool.acquire().await.unwrap();
+    let (timeout, read_only): (String, String) =
+        sqlx::query_as("SELECT current_setting('statement_timeout'), current_setting('transaction_read_only')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!((timeout.as_str(), read_only.as_str()), ("250ms", "on"));
+    let code = |e: sqlx::Error| e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
+    let write = sqlx::query("DELETE FROM audit_log").execute(&mut *conn).await.unwrap_err();
+    assert_eq!(code(write).as_deref(), Some("25006"), "read_only_sql_transaction");
+    let slow = sqlx::query("SELECT pg_sleep(2)").execute(&mut *conn).await.unwrap_err();
+    assert_eq!(code(slow).as_deref(), Some("57014"), "query_canceled by statement_timeout");
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_log").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(left, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

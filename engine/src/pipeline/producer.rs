@@ -3,7 +3,8 @@
 //! Input: a work item and where to start (its range start, or just after the last recorded
 //! batch). Output: (seq, window, batch, span) in keyset order over a channel of one, so the next
 //! batch is read and encoded while the previous one is stored and deleted. Invariant: each read is
-//! its own read-only transaction with the table's `statement_timeout`; nothing is locked.
+//! one statement on a read-only connection with `statement_timeout` (`db::read_pool`); nothing
+//! is locked.
 
 use std::sync::Arc;
 
@@ -173,8 +174,7 @@ impl Producer {
     }
 
     /// One batch of `window` after `after`, read in pages (see [`FIRST_PAGE`]), each its own
-    /// read-only transaction paced by the governor: no read holds a core for long. The timeout
-    /// stays with each statement and leaves the pooled connection as it was.
+    /// read-only statement paced by the governor: no read holds a core for long.
     async fn read(&self, window: Window, after: Option<&(String, String)>, span: &Span, stop: &CancellationToken) -> Result<Option<Extracted>, sqlx::Error> {
         let s = &self.info.settings;
         let governor = &self.source.governor;
@@ -184,19 +184,16 @@ impl Producer {
             let page = if governor.enabled() { self.page.load(Relaxed) as u32 } else { s.batch_size };
             let want = page.min(s.batch_size - batch.rows() as u32);
             let started = std::time::Instant::now();
-            // One round trip opens the transaction and sets its timeout (the setting is a number
-            // of milliseconds, never text from outside).
-            let begin = format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {}", s.statement_timeout.as_millis());
             let rows = Page { window, after, limit: want };
+            // One statement, its own transaction: read-only and with the timeout by the read
+            // pool's connection settings (`db::read_pool`), one round trip.
             let page_read = async {
-                let mut tx = self.source.read_pool.begin_with(begin).await?;
-                let fetched = if governor.enabled() {
-                    Fetched::Whole(batch.fetch_whole(&mut tx, &self.sql, rows).await?)
+                let mut conn = self.source.read_pool.acquire().await?;
+                Ok::<_, sqlx::Error>(if governor.enabled() {
+                    Fetched::Whole(batch.fetch_whole(&mut conn, &self.sql, rows).await?)
                 } else {
-                    Fetched::Streamed(batch.read_page(&mut tx, &self.sql, rows).await?)
-                };
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(fetched)
+                    Fetched::Streamed(batch.read_page(&mut conn, &self.sql, rows).await?)
+                })
             };
             let fetched = page_read.instrument(tracing::debug_span!("page", rows = want)).await?;
             let took = started.elapsed();

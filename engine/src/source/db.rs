@@ -145,12 +145,24 @@ pub async fn standby(mut conn: sqlx::PgConnection, opts: &PgConnectOptions) -> R
 /// A pool of at most `size` connections, none kept open once unused for `idle`. Connecting is
 /// lazy: errors show at first use, where the caller names the database.
 pub fn pool(opts: PgConnectOptions, size: u32, idle: Duration) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(size)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(30))
-        .idle_timeout(Some(idle))
-        .connect_lazy_with(opts)
+    pool_options(size, idle).connect_lazy_with(opts)
+}
+
+fn pool_options(size: u32, idle: Duration) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(size).min_connections(0).acquire_timeout(Duration::from_secs(30)).idle_timeout(Some(idle))
+}
+
+/// A pool for reading batches (on the primary or a read replica): its connections are read-only
+/// and carry `statement_timeout` from the start, so a page read is one statement and one round
+/// trip (the governor's pages are small, and each extra round trip, a `BEGIN`, a `SET`, a
+/// `COMMIT` or the pool's liveness ping, cost about as much as the rows). A connection that died
+/// while idle fails its read, which is retried.
+pub fn read_pool(opts: PgConnectOptions, size: u32, idle: Duration, statement_timeout: Duration) -> PgPool {
+    let opts = opts.options([
+        ("default_transaction_read_only", "on".to_string()),
+        ("statement_timeout", format!("{}ms", statement_timeout.as_millis().max(1))),
+    ]);
+    pool_options(size, idle).test_before_acquire(false).connect_lazy_with(opts)
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use crate::checkpoint::CheckpointStore;
 #[derive(Clone)]
 pub struct Source {
     pub pool: PgPool,
+    /// Where batches are read: read-only connections with `statement_timeout` set
+    /// ([`db::read_pool`]), to the primary or to the read replica.
     pub read_pool: PgPool,
     /// Batches are read on a replica (`read_pool` is not the primary).
     pub replica: bool,
