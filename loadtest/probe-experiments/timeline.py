@@ -11,6 +11,10 @@ it prints how often a probe overlapped one: over all probes while archiving, and
 ones (above the baseline's typical p99 of their kind). A kind the slow probes overlap much more
 often than all probes do (lift well over 1) is what the tail waits on; slow probes that overlap
 nothing point away from the archiver's database work.
+
+Then, per kind of probe, how many were above 1.2x their baseline's typical p99 (the criterion's
+line: more than 1 % of them lifts the p99 past it), and of the probes that overlapped a read page,
+a delete chunk, an upload or a batch record, how many of those were.
 """
 import bisect
 import json
@@ -93,6 +97,24 @@ def main(out_dir):
         lift = on_slow / on_all if on_all else float("nan")
         print(f"{kind:<22}{len(raw):>7}{covered:>8.1f}{on_all:>8.1f}{on_slow:>8.1f}{lift:>6.2f}")
     print(f"slow probes overlapping no page, chunk, stage or sample: {len(none)} of {len(slow)}")
+    print()
+    judged(fig, t0, by_kind, first, last)
+
+
+def judged(fig, t0, by_kind, first, last):
+    """Per kind of probe: the share above 1.2x its baseline's typical p99 (the criterion's line),
+    and of the probes that overlapped each kind of span, how many were above it."""
+    kinds = ("page", "delete_chunk", "stage upload", "stage checkpoint")
+    unions = {k: merged(by_kind.get(k, [])) for k in kinds}
+    for probe in ("insert", "read"):
+        line = fig[f"{probe}_typical_p99_ms_baseline"] * 1.2
+        probes = [((t0 + t - ms / 1000, t0 + t), ms > line) for t, k, ms in fig["probes"] if k == probe and first <= t0 + t <= last]
+        over = [p for p, is_over in probes if is_over]
+        text = f"{probe}: {len(over)} of {len(probes)} above 1.2x ({len(over) / max(len(probes), 1) * 100:.2f} %)"
+        for k in kinds:
+            met = sum(overlaps(p, unions[k]) for p, _ in probes)
+            text += f"; {k} {sum(overlaps(p, unions[k]) for p in over)} of {met}"
+        print(text)
 
 
 if __name__ == "__main__":

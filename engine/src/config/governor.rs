@@ -18,7 +18,7 @@ pub struct GovernorConfig {
     pub enabled: Option<bool>,
     /// The database time the archiver may use: seconds its statements run per second of wall
     /// time, summed over every archiver process on this database (each takes an equal share).
-    /// Default 0.04, about 4 % of one CPU core on the database server.
+    /// Default 0.02, about 2 % of one CPU core on the database server.
     #[serde(default)]
     pub budget: Option<f64>,
     /// Above this replication lag (on the primary's `pg_stat_replication`, the read replica and
@@ -65,7 +65,7 @@ impl GovernorConfig {
     pub fn over(&self, base: &GovernorConfig) -> GovernorSettings {
         GovernorSettings {
             enabled: self.enabled.or(base.enabled).unwrap_or(true),
-            budget: self.budget.or(base.budget).unwrap_or(0.04),
+            budget: self.budget.or(base.budget).unwrap_or(0.02),
             max_replica_lag: self.max_replica_lag.or(base.max_replica_lag).map_or(Duration::from_secs(30), |d| d.0),
             replicas: self.replicas.clone().or_else(|| base.replicas.clone()).unwrap_or_default(),
             delete_chunk_time: self.delete_chunk_time.or(base.delete_chunk_time).map_or(Duration::from_millis(10), |d| d.0),
