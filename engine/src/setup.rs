@@ -118,25 +118,24 @@ async fn connect_source(config: &Config, dbc: &DatabaseConfig, shared: Option<&C
     db::probe(&opts, Duration::from_secs(10)).await.map_err(|e| vec![format!("database {}: {e}", dbc.name)])?;
     let size = dbc.connection_pool_size.unwrap_or(config.defaults.connection_pool_size).max(2);
     let idle = config.defaults.connection_idle_timeout.0;
-    // Batches are read in a pool of their own (`db::read_pool`). On the primary it takes half of
-    // the database's connections, so a process opens no more of them than `connection_pool_size`;
-    // a read replica has a pool of that size of its own.
-    let (main, reads) = if dbc.read_replica.is_some() { (size, size) } else { (size - size / 2, size / 2) };
-    let pool = db::pool(opts.clone(), main, idle);
     let settings = dbc.governor.over(&config.defaults.governor);
     let mut watched = Vec::new();
     let timeout = config.defaults.statement_timeout.0;
-    let read_pool = match &dbc.read_replica {
+    // Batches are read in a pool of their own (`db::read_pool`). On the primary it takes half of
+    // the database's connections, so a process opens no more of them than `connection_pool_size`;
+    // a read replica has a pool of that size of its own.
+    let (main, read_pool) = match &dbc.read_replica {
         Some(r) => {
             let ropts = db::replica_options(dbc, r, &opts).map_err(|e| vec![e])?;
             let named = |e| vec![format!("database {} read_replica: {e}", dbc.name)];
             let conn = db::connect(&ropts, Duration::from_secs(10)).await.map_err(named)?;
             db::standby(conn, &ropts).await.map_err(named)?;
             watched.push(ropts.clone());
-            db::read_pool(ropts, reads, idle, timeout)
+            (size, db::read_pool(ropts, size, idle, timeout))
         }
-        None => db::read_pool(opts.clone(), reads, idle, timeout),
+        None => (size - size / 2, db::read_pool(opts.clone(), size / 2, idle, timeout)),
     };
+    let pool = db::pool(opts.clone(), main, idle);
     for (i, url) in settings.replicas.iter().enumerate() {
         watched.push(db::url_options(url).map_err(|e| vec![format!("database {} governor.replicas[{i}]: {e}", dbc.name)])?);
     }

@@ -22,15 +22,12 @@ use tracing::Instrument;
 use super::extract::TableSql;
 use super::PipelineError;
 use crate::checkpoint::BatchRecord;
+use crate::source::db::ms_setting;
 use crate::source::Source;
 
 pub struct DeleteLimits {
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
-}
-
-fn ms(d: Duration) -> String {
-    format!("{}ms", d.as_millis().max(1))
 }
 
 /// How a batch's delete goes: where, as whom, within which limits, until when.
@@ -138,8 +135,8 @@ async fn delete_chunk(run: &DeleteRun<'_>, batch: &BatchRecord, chunk: Chunk<'_>
     }
     let mut tx = run.source.pool.begin().await?;
     sqlx::query("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)")
-        .bind(ms(run.limits.lock_timeout))
-        .bind(ms(run.limits.statement_timeout))
+        .bind(ms_setting(run.limits.lock_timeout))
+        .bind(ms_setting(run.limits.statement_timeout))
         .execute(&mut *tx)
         .await?;
     if checkpoints.in_source && !checkpoints.hold_lease(&mut tx, batch.item_id, run.owner).await? {

@@ -213,7 +213,7 @@ impl Batch {
     }
 
     /// Fetches a page as one row, rendered by the server before it sends any of it; the caller
-    /// adds it to the batch ([`Batch::add_whole`]) after its transaction. The server's scan and
+    /// adds it to the batch ([`Batch::add_whole`]) after the statement. The server's scan and
     /// the client's decoding take turns, so a page keeps at most one core busy at a time, and
     /// the page's database time is the server's alone (the governor's small pages).
     pub async fn fetch_whole(&self, conn: &mut PgConnection, sql: &TableSql, page: Page<'_>) -> Result<WholePage, sqlx::Error> {

@@ -215,7 +215,7 @@ impl Producer {
     }
 }
 
-/// A page read: whole (the governor's small pages, decoded after the read's transaction) or
+/// A page read: whole (the governor's small pages, decoded after the read's statement) or
 /// streamed into the batch (governor off).
 enum Fetched {
     Whole(WholePage),

@@ -152,6 +152,11 @@ fn pool_options(size: u32, idle: Duration) -> PgPoolOptions {
     PgPoolOptions::new().max_connections(size).min_connections(0).acquire_timeout(Duration::from_secs(30)).idle_timeout(Some(idle))
 }
 
+/// A duration as a PostgreSQL setting in milliseconds (at least 1: 0 would turn a timeout off).
+pub fn ms_setting(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
 /// A pool for reading batches (on the primary or a read replica): its connections are read-only
 /// and carry `statement_timeout` from the start, so a page read is one statement and one round
 /// trip (the governor's pages are small, and each extra round trip, a `BEGIN`, a `SET`, a
@@ -160,7 +165,7 @@ fn pool_options(size: u32, idle: Duration) -> PgPoolOptions {
 pub fn read_pool(opts: PgConnectOptions, size: u32, idle: Duration, statement_timeout: Duration) -> PgPool {
     let opts = opts.options([
         ("default_transaction_read_only", "on".to_string()),
-        ("statement_timeout", format!("{}ms", statement_timeout.as_millis().max(1))),
+        ("statement_timeout", ms_setting(statement_timeout)),
     ]);
     pool_options(size, idle).test_before_acquire(false).connect_lazy_with(opts)
 }
