@@ -1,6 +1,6 @@
 //! The SQL of a restore: a staging table fed by COPY, and one set-based insert per object.
 //!
-//! Input: an object's JSON Lines (each line a row as `row_to_json` rendered it) and its manifest's
+//! Input: an object's JSON Lines (each line a row as `row_to_json` rendered it, on one line) and its manifest's
 //! columns and types. Output: the rows inserted into the target, in the same transaction as the
 //! restore log's record of the object. Invariants: the lines are parsed by PostgreSQL with the
 //! archived types (`json_to_record`), never by us; generated columns are left out (recomputed),

@@ -1,8 +1,14 @@
 //! Encode: rows as JSON Lines into one compressed object body.
 //!
 //! Input: each row's JSON text, as PostgreSQL's `row_to_json` rendered it. Output: the compressed
-//! body and its SHA-256. Invariant: the body decompresses to exactly the lines pushed, in order, one
+//! body and its SHA-256. Invariant: the body decompresses to exactly the rows pushed, in order, one
 //! row per line; only the compressed bytes are held in memory.
+//!
+//! `row_to_json` escapes line breaks inside strings, but a `json` value (unlike `jsonb`) keeps
+//! the text it was written with, and its whitespace between tokens reaches the output raw: a
+//! pretty-printed `json` column makes a row of several lines. Every raw `\n` and `\r` in a row is
+//! such whitespace (PostgreSQL refuses them inside a JSON string), so the encoder writes each as a
+//! space: the same JSON, on one line.
 
 use std::io::Write;
 
@@ -10,6 +16,11 @@ use archiver_proto::Compression;
 use bytes::Bytes;
 
 use crate::storage::sha256;
+
+/// What a whole page's rows are joined by (`string_agg`): ASCII's record separator, which
+/// `row_to_json` never writes raw (it escapes control characters in text, and PostgreSQL refuses
+/// them in a JSON value except as whitespace, which this is not).
+pub const ROW_SEPARATOR: char = '\x1e';
 
 pub struct Encoder {
     inner: Inner,
@@ -45,28 +56,36 @@ impl Encoder {
         Encoder { inner, raw_bytes: 0 }
     }
 
-    /// Appends one row: its JSON text and a newline.
+    /// Appends one row: its JSON text (raw line breaks as spaces) and a newline.
     pub fn push(&mut self, json: &str) {
-        debug_assert!(!json.contains('\n'), "row_to_json output has no raw newlines");
-        self.push_text(json);
+        self.push_rows(json);
     }
 
-    /// Appends text and a newline.
-    fn push_text(&mut self, json: &str) {
+    /// Appends `rows` rows at once: their JSON texts joined by [`ROW_SEPARATOR`] (no trailing
+    /// one), each written as one line.
+    pub fn push_rows_joined(&mut self, joined: &str, rows: usize) {
+        debug_assert_eq!(joined.matches(ROW_SEPARATOR).count() + 1, rows, "one separator between rows");
+        self.push_rows(joined);
+    }
+
+    /// Writes `text` with every raw `\n` and `\r` as a space and every [`ROW_SEPARATOR`] as a
+    /// newline, then a newline.
+    fn push_rows(&mut self, text: &str) {
         let w: &mut dyn Write = match &mut self.inner {
             Inner::Zstd(e) => e,
             Inner::Gzip(e) => e,
         };
         // Writing into a Vec cannot fail.
-        w.write_all(json.as_bytes()).expect("write to memory");
+        let bytes = text.as_bytes();
+        let mut from = 0;
+        for at in memchr::memchr3_iter(b'\n', b'\r', ROW_SEPARATOR as u8, bytes) {
+            w.write_all(&bytes[from..at]).expect("write to memory");
+            w.write_all(if bytes[at] == ROW_SEPARATOR as u8 { b"\n" } else { b" " }).expect("write to memory");
+            from = at + 1;
+        }
+        w.write_all(&bytes[from..]).expect("write to memory");
         w.write_all(b"\n").expect("write to memory");
-        self.raw_bytes += json.len() as u64 + 1;
-    }
-
-    /// Appends `rows` rows at once: their JSON texts joined by newlines (no trailing one).
-    pub fn push_lines(&mut self, joined: &str, rows: usize) {
-        debug_assert_eq!(joined.matches('\n').count() + 1, rows, "one line a row");
-        self.push_text(joined);
+        self.raw_bytes += text.len() as u64 + 1;
     }
 
     pub fn finish(self) -> Encoded {
@@ -108,5 +127,23 @@ mod tests {
             assert_eq!(text, b"{\"id\":1,\"v\":\"a\"}\n{\"id\":2,\"v\":\"b\\nc\"}\n");
             assert_eq!(out.raw_bytes, text.len() as u64);
         }
+    }
+
+    #[test]
+    fn raw_line_breaks_of_json_values_become_spaces_and_joined_rows_lines() {
+        // As row_to_json renders a pretty-printed `json` column, and a text column's escaped one.
+        let pretty = "{\"id\":1,\"doc\":{\n  \"a\": [1,\r\n 2]\n},\"t\":\"x\\ny\"}";
+        let mut e = Encoder::new(Compression::Zstd, 3);
+        e.push(pretty);
+        e.push_rows_joined(&format!("{pretty}{ROW_SEPARATOR}{{\"id\":2}}{ROW_SEPARATOR}{{\"id\":3,\"j\":[\n]}}"), 3);
+        let out = e.finish();
+        let text = String::from_utf8(decode(Compression::Zstd, &out.body).unwrap()).unwrap();
+        let one_line = "{\"id\":1,\"doc\":{   \"a\": [1,   2] },\"t\":\"x\\ny\"}";
+        assert_eq!(text, format!("{one_line}\n{one_line}\n{{\"id\":2}}\n{{\"id\":3,\"j\":[ ]}}\n"));
+        assert_eq!(out.raw_bytes, text.len() as u64, "the same bytes, some replaced");
+        let parsed: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let want: serde_json::Value = serde_json::from_str(pretty).unwrap();
+        assert_eq!(parsed[0], want, "the same JSON");
+        assert_eq!(parsed.len(), 4);
     }
 }

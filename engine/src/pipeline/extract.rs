@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;
 use sqlx::{PgConnection, Row};
 
-use super::encode::{Encoded, Encoder};
+use super::encode::{Encoded, Encoder, ROW_SEPARATOR};
 use crate::source::db::{qualified, quote_ident};
 use crate::source::table::TableInfo;
 
@@ -47,9 +47,9 @@ impl TableSql {
         // A whole page as one row: the server renders the page before it sends any of it, so the
         // client's decoding never runs beside the server's scan (see `Batch::fetch_whole`).
         let whole_page = |select_where: &str| {
-            let by = "ORDER BY o1, o2";
+            let (by, sep) = ("ORDER BY o1, o2", ROW_SEPARATOR as u8);
             format!(
-                "SELECT array_agg(p {by}), array_agg(s {by}), array_agg(x {by}), string_agg(j, E'\\n' {by})
+                "SELECT array_agg(p {by}), array_agg(s {by}), array_agg(x {by}), string_agg(j, E'\\x{sep:02x}' {by})
                  FROM (SELECT {ts} AS o1, {pk} AS o2, {cols} FROM {t} AS {ALIAS} {select_where}) AS page"
             )
         };
@@ -163,7 +163,7 @@ pub struct Page<'a> {
 }
 
 /// A page as [`Batch::fetch_whole`] fetched it: keys, timestamps and row versions in order, and
-/// the rows' JSON joined by newlines (all None when the page is empty).
+/// the rows' JSON joined by [`ROW_SEPARATOR`] (all None when the page is empty).
 pub struct WholePage {
     pks: Option<Vec<String>>,
     tss: Option<Vec<String>>,
@@ -226,7 +226,7 @@ impl Batch {
         let (Some(pks), Some(tss), Some(xmins), Some(lines)) = (page.pks, page.tss, page.xmins, page.lines) else {
             return 0;
         };
-        self.encoder.push_lines(&lines, pks.len());
+        self.encoder.push_rows_joined(&lines, pks.len());
         for ((pk, ts), xmin) in pks.iter().zip(&tss).zip(&xmins) {
             self.add(pk, ts, xmin);
         }
