@@ -1,5 +1,5 @@
 //! Standalone mode's settings and refusals: dry runs, tables that cannot be archived safely,
-//! awkward identifiers, the read connections' limits, throttles, gzip with a separate checkpoint
+//! awkward identifiers, the read connections' limits and deaths, throttles, gzip with a separate checkpoint
 //! database, secrets never printed, VACUUM after a run, and checkpoint schema versions.
 
 mod common;
@@ -129,6 +129,44 @@ async fn batches_are_read_on_read_only_connections_with_the_statement_timeout() 
     assert_eq!(code(slow).as_deref(), Some("57014"), "query_canceled by statement_timeout");
     let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_log").fetch_one(&db.pool).await.unwrap();
     assert_eq!(left, 100);
+}
+
+/// The read pool hands out connections without the liveness ping (`db::read_pool`): one that
+/// died while idle fails its page, and the batch is read again on another. Here idle read
+/// connections are killed while the run reads; every row is still archived exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_connection_that_died_while_idle_fails_its_page_and_the_batch_is_read_again() {
+    let db = TestDb::new().await;
+    seeded(&db, 20_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&test_config(&db, Storage::local(dir.path())).table(audit_table()));
+    let store = open_store(&config).await;
+    let before = snapshot(&db, "audit_log").await;
+    let done = CancellationToken::new();
+    // Idle connections whose last statement was a page read: the read pool's, between pages.
+    let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                WHERE datname = current_database() AND state = 'idle' AND query LIKE 'SELECT array_agg(%'";
+    let killer = tokio::spawn({
+        let (pool, done) = (db.pool.clone(), done.clone());
+        async move {
+            let mut killed = 0;
+            while killed < 4 && !done.is_cancelled() {
+                let (n,): (i64,) = sqlx::query_as(kill).fetch_one(&pool).await.unwrap();
+                killed += n;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            killed
+        }
+    });
+    let summary = run(&config, opts(2)).await;
+    done.cancel();
+    let killed = killer.await.unwrap();
+    assert!(killed > 0, "no read connection was killed while the run read: the test proved nothing");
+    assert!(summary.all_finished(), "{summary}");
+    let after = snapshot(&db, "audit_log").await;
+    let archived = assert_exactly_once(&before, &after, &*store).await;
+    assert_eq!(archived.len() + after.len(), before.len());
+    assert!(archived.len() > 5_000, "the old rows were archived: {}", archived.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
