@@ -15,6 +15,7 @@
 mod bench;
 mod evidence;
 mod harness;
+mod machine;
 mod plot;
 mod readiness;
 mod report;

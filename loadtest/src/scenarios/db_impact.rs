@@ -113,6 +113,7 @@ fn spawn_probe(pool: PgPool, kind: Probe, rate: u64, t0: Instant, stop: Cancella
 }
 
 pub async fn db_impact(a: DbImpactArgs) -> anyhow::Result<Report> {
+    let sharing = tokio::task::spawn_blocking(crate::machine::core_sharing).await?;
     let env = Arc::new(Env::new("db-impact", &a.common, None).await?);
     let table = "audit_impact".to_string();
     eprintln!("seeding {} rows ...", a.rows);
@@ -133,6 +134,13 @@ pub async fn db_impact(a: DbImpactArgs) -> anyhow::Result<Report> {
     let (samples, lock_waits) = sampler.finish().await;
     let correctness = harness::verify(&env, &config, std::slice::from_ref(&table)).await?;
     let mut r = report(&a, &env, &phases, correctness.archived, (&samples, &lock_waits));
+    r.configuration.push(kv("CPU sharing", match sharing {
+        Some(ratio) => format!("work on CPU 0 runs {ratio:.2}× as long while CPU 1 is busy (about 1: separate cores; 1.5 and up: one core, and every probe that meets the archiver is slower)"),
+        None => "not measured (one CPU, or threads cannot be pinned)".into(),
+    }));
+    if let Some(ratio) = sharing {
+        r.figure("cpu_sharing_ratio", ratio);
+    }
     r.errors = u64::from(phases.code != 0) + env.failed_items().await as u64;
     Ok(finish(r, &env, correctness, (samples, lock_waits)))
 }
