@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use archiver_coordinator::standalone::RunOptions;
+use archiver_coordinator::standalone::{self, RunOptions};
 use archiver_engine::pipeline::{Hooks, PipelineError, Point};
 use archiver_testkit::TestDb;
 use async_trait::async_trait;
@@ -241,6 +241,62 @@ async fn back_to_back_runs_never_overwrite_each_others_objects() {
     assert_eq!(archived.len() as i64, archived_total, "the summaries count each archived row once");
     // At least the rows that were a second past the cutoff when inserted (g <= -200).
     assert!(archived.len() > 400, "{}", archived.len());
+}
+
+/// A checkpoint store as stores made before random item ids were: its ids count from 1.
+async fn store_counting_from_one(db: &TestDb, schema: &str) {
+    use archiver_proto::checkpoint_schema as cs;
+    for stmt in cs::version_table(schema).into_iter().chain(cs::create_statements(schema)) {
+        sqlx::query(&stmt).execute(&db.pool).await.unwrap();
+    }
+    sqlx::query(&format!("INSERT INTO {schema}.schema_version (version) VALUES ($1)")).bind(cs::VERSION).execute(&db.pool).await.unwrap();
+    sqlx::query(&format!("SELECT setval(pg_get_serial_sequence('{schema}.work_items', 'id'), 1, false)")).execute(&db.pool).await.unwrap();
+}
+
+/// Two checkpoint stores under one storage prefix (`checkpoint.schema` changed between runs, a
+/// store dropped, the demo run twice) plan the same ranges for late rows of the same days. A new
+/// store's objects never take the names of another's; where names do meet (two stores whose ids
+/// both count from 1) the batch is refused. Nothing of the first store's is overwritten or
+/// removed, and every row is in the table or archived exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_checkpoint_store_under_the_same_prefix_never_overwrites_the_first_ones_objects() {
+    let db = TestDb::new().await;
+    seeded(&db, 3_000).await;
+    sqlx::query("CREATE TABLE late AS SELECT created_at, user_id, table_name, record_id FROM audit_log WHERE created_at < now() - interval '91 days'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let late = "INSERT INTO audit_log (created_at, user_id, action, table_name, record_id) SELECT created_at, user_id, 'LATE', table_name, record_id FROM late";
+    let dir = tempfile::tempdir().unwrap();
+    let with_store = |schema: &str| load(&test_config(&db, Storage::local(dir.path())).checkpoint("schema", schema).table(audit_table()));
+    let store = open_store(&with_store("first")).await;
+    store_counting_from_one(&db, "first").await;
+    let mut before = snapshot(&db, "audit_log").await;
+    assert!(run(&with_store("first"), opts(2)).await.all_finished());
+    let first_objects = listing(&*store).await;
+
+    // A new store: its own names.
+    sqlx::query(late).execute(&db.pool).await.unwrap();
+    before.extend(snapshot(&db, "audit_log").await);
+    let second = run(&with_store("second"), opts(2)).await;
+    assert!(second.all_finished() && second.rows() > 1_000, "{second}");
+    let both = listing(&*store).await;
+    assert!(first_objects.is_subset(&both), "the first store's objects are all there, unchanged");
+
+    // Another store counting from 1, as the first: its first batch would take a name of the
+    // first store's.
+    store_counting_from_one(&db, "third").await;
+    sqlx::query(late).execute(&db.pool).await.unwrap();
+    before.extend(snapshot(&db, "audit_log").await);
+    let refused = match standalone::run(&with_store("third"), opts(1), tokio_util::sync::CancellationToken::new()).await {
+        Err(e) => e.to_string(),
+        Ok(standalone::Outcome::Ran(summary)) => format!("{summary} {:?}", summary.stopped),
+        Ok(_) => "a dry run".into(),
+    };
+    assert!(refused.contains("already exists and holds other rows"), "{refused}");
+    assert_eq!(listing(&*store).await, both, "nothing was overwritten, added or removed");
+    let after = snapshot(&db, "audit_log").await;
+    assert_exactly_once(&before, &after, &*store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

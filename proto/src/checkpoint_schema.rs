@@ -119,6 +119,17 @@ pub fn create_statements(schema: &str) -> Vec<String> {
             )"
         ),
         holds_table(schema),
+        // Item ids name objects (`…-i{id}-a{attempt}-b{seq}`). A new store starts its ids at a
+        // random multiple of 2^20 (up to 2^44), never below an id it already has, so two stores
+        // that archive under one storage prefix (a changed `checkpoint.schema` or `url`, a
+        // dropped and re-created store, the demo run twice) do not name their objects alike:
+        // the same names would overwrite the other's objects, and its stray clean-up delete them.
+        format!(
+            "SELECT setval(pg_get_serial_sequence('{schema}.work_items', 'id'),
+                           greatest((1 + floor(random() * 16777216))::bigint * 1048576,
+                                    (SELECT coalesce(max(id), 0) + 1 FROM {schema}.work_items)),
+                           false)"
+        ),
     ]
 }
 

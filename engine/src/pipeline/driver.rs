@@ -136,7 +136,7 @@ impl ItemRun<'_> {
         let size = batch.encoded.body.len() as u64;
         span.record("key", key.as_str());
         let store = &*self.pipeline.store;
-        let checksum = stage(span, "upload", upload::upload(store, &key, batch.encoded.body.clone())).await?;
+        let checksum = stage(span, "upload", upload::upload_new(store, &key, batch.encoded.body.clone(), &batch.encoded.sha256)).await?;
         self.pipeline.fault(Point::Uploaded, &self.item, seq).await?;
         stage(span, "verify", verify_stored(store, &key, size, &checksum, &batch.encoded.sha256)).await?;
         let record = record::batch_record(&self.item, seq, window, key, checksum, batch);

@@ -21,6 +21,14 @@ pub enum PipelineError {
     /// A batch record in the checkpoint store cannot be read back (edited by hand, or corrupt).
     #[error("batch record {seq} of item {item}: {what}")]
     CorruptRecord { item: i64, seq: i32, what: String },
+    /// An object with other bytes already has the key of a batch about to be stored.
+    #[error(
+        "object {key} already exists and holds other rows: another checkpoint store has archived under this storage \
+         prefix (was checkpoint.schema or checkpoint.url changed, or the store dropped?); nothing was overwritten and \
+         this batch's rows stay in the table. Archive under a new storage.prefix, or go back to the checkpoint store \
+         that wrote it"
+    )]
+    Occupied { key: String },
     #[error("{0} is not a configured table")]
     UnknownTable(String),
     #[error("database {0:?} is not configured")]
@@ -41,7 +49,7 @@ impl PipelineError {
         let kind = if self.is_retryable() { "transient" } else { "permanent" };
         Some(match self {
             PipelineError::Database(_) => ("database", kind),
-            PipelineError::Storage(_) => ("storage", kind),
+            PipelineError::Storage(_) | PipelineError::Occupied { .. } => ("storage", kind),
             PipelineError::Verify { .. } | PipelineError::RecordedObjectDamaged { .. } => ("verify", kind),
             PipelineError::CorruptRecord { .. } => ("checkpoint", kind),
             PipelineError::LeaseLost => ("lease", "lost"),
@@ -65,7 +73,7 @@ impl PipelineError {
     /// bucket is missing or invalid, ...): stop the run with this one error instead of failing
     /// item after item. The item is handed back, not failed: the fault is not the item's.
     pub fn stops_the_run(&self) -> bool {
-        matches!(self, PipelineError::Storage(e) if e.is_permanent())
+        matches!(self, PipelineError::Storage(e) if e.is_permanent()) || matches!(self, PipelineError::Occupied { .. })
     }
 
     /// An emulated crash (test builds only): the caller must leave everything as a dead process

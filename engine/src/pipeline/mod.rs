@@ -198,7 +198,7 @@ impl Pipeline {
             }
             Err(PipelineError::LeaseLost) => Err(PipelineError::LeaseLost),
             Err(e) if e.stops_the_run() => {
-                tracing::error!(item = %item.slug(), table = %item.table_label(), error = %e, "the object store refuses us; handing the item back and stopping");
+                tracing::error!(item = %item.slug(), table = %item.table_label(), error = %e, "every item would fail the same way; handing the item back and stopping the run");
                 cp.release_with_error(item.id, &self.worker_id, &e.to_string()).await?;
                 Err(e)
             }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 
-use crate::storage::{ObjectStore, StorageError};
+use super::error::PipelineError;
+use crate::storage::{sha256, ObjectStore, StorageError};
 
 /// The retry policy for object store calls.
 pub fn store_backoff() -> ExponentialBuilder {
@@ -27,4 +28,21 @@ pub async fn upload(store: &dyn ObjectStore, key: &str, body: Bytes) -> Result<S
         .when(StorageError::is_retryable)
         .notify(|e, wait| tracing::warn!(key, error = %e, ?wait, "upload failed; retrying"))
         .await
+}
+
+/// [`upload`] for a batch object, unless another object is already under `key`. A key names one
+/// batch of one claim of one item, so an object there with other bytes was written by someone
+/// else: another checkpoint store archiving under the same storage prefix (see the item ids of
+/// `checkpoint_schema::create_statements`). Overwriting it would lose its rows, so the batch is
+/// refused instead and its rows stay in the table. The same bytes are this claim's own earlier
+/// put whose answer was lost: stored again.
+pub async fn upload_new(store: &dyn ObjectStore, key: &str, body: Bytes, body_sha256: &[u8; 32]) -> Result<String, PipelineError> {
+    let head = (|| async { store.head(key).await }).retry(store_backoff()).when(StorageError::is_retryable).await?;
+    if head.is_some() {
+        let there = (|| async { store.get(key).await }).retry(store_backoff()).when(StorageError::is_retryable).await?;
+        if there.is_some_and(|b| sha256(&b) != *body_sha256) {
+            return Err(PipelineError::Occupied { key: key.to_string() });
+        }
+    }
+    Ok(upload(store, key, body).await?)
 }
