@@ -19,6 +19,7 @@ use common::*;
 /// Every column type restore must carry unchanged, under quoted mixed-case names.
 const AWKWARD: &str = r#"
 CREATE SCHEMA "Audit Zone";
+CREATE TYPE "Audit Zone".pair AS (a integer, b text);
 CREATE TABLE "Audit Zone"."EventLog" (
     "Id"        uuid PRIMARY KEY,
     "CreatedAt" timestamptz NOT NULL,
@@ -31,10 +32,12 @@ CREATE TABLE "Audit Zone"."EventLog" (
     pretties    json[],
     note        text,
     maybe       integer,
+    -- Named as the archiver's statements once named the row itself.
+    "__archiver_row" "Audit Zone".pair,
     twice       numeric GENERATED ALWAYS AS (amount * 2) STORED,
     serial_no   bigint GENERATED ALWAYS AS IDENTITY
 );
-INSERT INTO "Audit Zone"."EventLog" ("Id", "CreatedAt", local_at, payload, amount, tags, doc, pretty, pretties, note, maybe)
+INSERT INTO "Audit Zone"."EventLog" ("Id", "CreatedAt", local_at, payload, amount, tags, doc, pretty, pretties, note, maybe, "__archiver_row")
 SELECT gen_random_uuid(),
        now() - interval '100 days' - g * interval '37 minutes',
        CASE WHEN g % 7 = 0 THEN NULL ELSE timestamp '2020-02-29 12:34:56.789' + g * interval '1 second' END,
@@ -47,7 +50,8 @@ SELECT gen_random_uuid(),
        CASE WHEN g % 8 = 0 THEN NULL ELSE format(E'{\n  "k": %s,\r\n  "list": [1,\n 2]\n}', g)::json END,
        CASE WHEN g % 10 = 0 THEN NULL ELSE ARRAY[E'{"a":\n1}'::json, E'[\r\n]'::json] END,
        CASE WHEN g % 2 = 0 THEN E'line one\nline "two"\ttab \\ backslash' ELSE NULL END,
-       CASE WHEN g % 9 = 0 THEN NULL ELSE g END
+       CASE WHEN g % 9 = 0 THEN NULL ELSE g END,
+       CASE WHEN g % 11 = 0 THEN NULL ELSE ROW(g, 'p' || g)::"Audit Zone".pair END
 FROM generate_series(1, 1500) g;
 "#;
 

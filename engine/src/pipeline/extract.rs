@@ -33,34 +33,44 @@ pub struct TableSql {
     pub present: String,
 }
 
-const ALIAS: &str = "\"__archiver_row\"";
+/// The table's alias in the statements: `__archiver_row`, lengthened until no column has that
+/// name. `row_to_json(alias)` takes a column of the alias's name for the whole row: the archive
+/// would hold that column's value instead of the row.
+fn row_alias(info: &TableInfo) -> String {
+    let mut alias = String::from("__archiver_row");
+    while info.columns.iter().any(|c| c.name == alias) {
+        alias.push('_');
+    }
+    quote_ident(&alias)
+}
 
 impl TableSql {
     /// `local_holds`: the checkpoint store's `holds` table, when it lives in the source database.
     pub fn new(info: &TableInfo, local_holds: Option<&str>) -> Self {
         let s = &info.settings;
         let t = qualified(&s.schema, &s.table);
-        let ts = format!("{ALIAS}.{}", quote_ident(&s.timestamp_column));
-        let pk = format!("{ALIAS}.{}", quote_ident(&s.primary_key));
-        let cols = format!("{pk}::text AS p, {ts}::text AS s, {ALIAS}.xmin::text AS x, row_to_json({ALIAS})::text AS j");
-        let select = format!("SELECT {cols} FROM {t} AS {ALIAS}");
+        let alias = row_alias(info);
+        let ts = format!("{alias}.{}", quote_ident(&s.timestamp_column));
+        let pk = format!("{alias}.{}", quote_ident(&s.primary_key));
+        let cols = format!("{pk}::text AS p, {ts}::text AS s, {alias}.xmin::text AS x, row_to_json({alias})::text AS j");
+        let select = format!("SELECT {cols} FROM {t} AS {alias}");
         // A whole page as one row: the server renders the page before it sends any of it, so the
         // client's decoding never runs beside the server's scan (see `Batch::fetch_whole`).
         let whole_page = |select_where: &str| {
             let (by, sep) = ("ORDER BY o1, o2", ROW_SEPARATOR as u8);
             format!(
                 "SELECT array_agg(p {by}), array_agg(s {by}), array_agg(x {by}), string_agg(j, E'\\x{sep:02x}' {by})
-                 FROM (SELECT {ts} AS o1, {pk} AS o2, {cols} FROM {t} AS {ALIAS} {select_where}) AS page"
+                 FROM (SELECT {ts} AS o1, {pk} AS o2, {cols} FROM {t} AS {alias} {select_where}) AS page"
             )
         };
         let order = format!("ORDER BY {ts}, {pk} LIMIT $3");
         let (tt, pt) = (&info.ts_type, &info.pk_type);
         // Rows in a range under an active legal hold are never deleted (the clause added below).
         let delete = format!(
-            "DELETE FROM {t} AS {ALIAS}
+            "DELETE FROM {t} AS {alias}
              USING unnest(ARRAY(SELECT json_array_elements_text($1::json)),
                           ARRAY(SELECT json_array_elements_text($2::json))) AS k(pk, x)
-             WHERE {pk} = k.pk::{pt} AND {ALIAS}.xmin = k.x::xid"
+             WHERE {pk} = k.pk::{pt} AND {alias}.xmin = k.x::xid"
         );
         let first = format!("WHERE {ts} >= $1 AND {ts} < $2 {order}");
         // The plain `>=` on the timestamp lets a single-column index on it bound the scan;
@@ -88,7 +98,7 @@ impl TableSql {
             }),
             present: format!(
                 "SELECT k.pk FROM json_array_elements_text($1::json) AS k(pk)
-                 WHERE EXISTS (SELECT 1 FROM {t} AS {ALIAS} WHERE {pk} = k.pk::{pt})"
+                 WHERE EXISTS (SELECT 1 FROM {t} AS {alias} WHERE {pk} = k.pk::{pt})"
             ),
         }
     }
