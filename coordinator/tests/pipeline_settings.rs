@@ -45,6 +45,8 @@ async fn tables_that_cannot_be_archived_safely_are_refused_before_any_work() {
         "CREATE TABLE nullable_key (id bigint, created_at timestamptz)",
         "CREATE UNIQUE INDEX ON nullable_key (id)",
         "CREATE TABLE text_ts (id bigint PRIMARY KEY, created_at text)",
+        "CREATE TABLE parent_log (id bigint PRIMARY KEY, created_at timestamptz)",
+        "CREATE TABLE child_log (extra text NOT NULL) INHERITS (parent_log)",
     ] {
         sqlx::query(sql).execute(&db.pool).await.unwrap();
     }
@@ -52,6 +54,7 @@ async fn tables_that_cannot_be_archived_safely_are_refused_before_any_work() {
         ("no_key", "created_at", "id", "no unique index"),
         ("nullable_key", "created_at", "id", "allows NULL"),
         ("text_ts", "created_at", "id", "has type text"),
+        ("parent_log", "created_at", "id", "has inheritance children (child_log)"),
         ("missing", "created_at", "id", "does not exist"),
         ("audit_log", "created", "id", "timestamp_column \"created\" does not exist"),
         ("audit_log", "created_at", "uid", "primary_key \"uid\" does not exist"),

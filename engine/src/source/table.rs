@@ -52,6 +52,11 @@ impl TableInfo {
         if let Some(problem) = refusal(&settings.schema, kind as u8 as char, persistence as u8 as char) {
             return Err(invalid(problem));
         }
+        if kind as u8 == b'r' {
+            if let Some(problem) = inheritance_children(pool, oid).await.map_err(db_err)? {
+                return Err(invalid(problem));
+            }
+        }
         let cols: Vec<(String, String, i16, bool)> = sqlx::query_as(
             "SELECT attname::text, format_type(atttypid, atttypmod), attnum, attnotnull FROM pg_attribute
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
@@ -108,6 +113,25 @@ impl TableInfo {
     pub fn label(&self) -> String {
         archiver_proto::table_label(&self.settings.database, &self.settings.schema, &self.settings.table)
     }
+}
+
+/// Why an ordinary table with inheritance children cannot be archived, if it has any: a read of
+/// it reads their rows too, without the columns they add, and a delete from it deletes theirs.
+/// (A partitioned table's partitions have exactly its columns.)
+async fn inheritance_children(pool: &PgPool, oid: sqlx::postgres::types::Oid) -> Result<Option<String>, sqlx::Error> {
+    let (children,): (Vec<String>,) = sqlx::query_as(
+        "SELECT coalesce(array_agg(inhrelid::regclass::text ORDER BY inhrelid), '{}') FROM pg_inherits WHERE inhparent = $1",
+    )
+    .bind(oid)
+    .fetch_one(pool)
+    .await?;
+    Ok((!children.is_empty()).then(|| {
+        format!(
+            "has inheritance children ({}): reading it reads their rows too, without the columns they add, \
+             and deleting from it deletes theirs; list each child as a table of its own",
+            children.join(", ")
+        )
+    }))
 }
 
 /// Why a relation must never be archived, if it must not: only ordinary and partitioned user
