@@ -157,8 +157,17 @@ pub async fn validate(config: &Config, scope: &Scope, deep: bool, json: bool) ->
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// What [`stores`] does with a database that has no checkpoint store yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Create it (placing a hold writes anyway).
+    Create,
+    /// Leave it out: reading holds changes nothing, and there are none.
+    Skip,
+}
+
 /// The distinct checkpoint stores of the databases `database` names (all without it).
-async fn stores(config: &Config, database: Option<&str>) -> anyhow::Result<Vec<(String, CheckpointStore)>> {
+async fn stores(config: &Config, database: Option<&str>, missing: Missing) -> anyhow::Result<Vec<(String, CheckpointStore)>> {
     let scope = Scope { database: database.map(Into::into), table: None };
     let found = setup::checkpoint_stores(config, &scope).await;
     if found.is_empty() {
@@ -171,6 +180,9 @@ async fn stores(config: &Config, database: Option<&str>) -> anyhow::Result<Vec<(
         let store = found[name].clone().map_err(anyhow::Error::msg)?;
         if config.checkpoint.url.is_some() && !out.is_empty() {
             continue; // one shared store
+        }
+        if missing == Missing::Skip && !store.exists().await.with_context(|| format!("checkpoint store of {name}"))? {
+            continue;
         }
         store.migrate().await.with_context(|| format!("checkpoint store of {name}"))?;
         out.push((name.clone(), store));
@@ -188,7 +200,7 @@ pub async fn hold(config: &Config, command: HoldCommand) -> anyhow::Result<()> {
             if reason.trim().is_empty() {
                 bail!("--reason is empty: say why the range is held (a case, a ticket)");
             }
-            let (_, store) = stores(config, Some(&t.database)).await?.remove(0);
+            let (_, store) = stores(config, Some(&t.database), Missing::Create).await?.remove(0);
             let by = holds::operator();
             let new = NewHold { database: &t.database, schema: &t.schema, table: &t.table, range_start: from, range_end: to, reason: &reason, by: &by };
             let h = store.add_hold(&new).await?;
@@ -196,7 +208,7 @@ pub async fn hold(config: &Config, command: HoldCommand) -> anyhow::Result<()> {
         }
         HoldCommand::List { database, all, json } => {
             let mut list = Vec::new();
-            for (_, store) in stores(config, database.as_deref()).await? {
+            for (_, store) in stores(config, database.as_deref(), Missing::Skip).await? {
                 list.extend(store.holds().await?.into_iter().filter(|h| all || h.active()));
             }
             if json {
@@ -213,7 +225,7 @@ pub async fn hold(config: &Config, command: HoldCommand) -> anyhow::Result<()> {
 }
 
 async fn release(config: &Config, id: i64, database: Option<&str>) -> anyhow::Result<()> {
-    let stores = stores(config, database).await?;
+    let stores = stores(config, database, Missing::Skip).await?;
     let mut found: HashMap<String, &CheckpointStore> = HashMap::new();
     for (name, store) in &stores {
         if store.holds().await?.iter().any(|h| h.id == id && h.active()) {

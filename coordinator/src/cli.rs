@@ -59,7 +59,7 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration, requires = "wait")]
         timeout: Option<Duration>,
         /// While the run works, serve /metrics, /healthz and /readyz here, e.g. 0.0.0.0:9101.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dry_run")]
         metrics_addr: Option<SocketAddr>,
     },
     /// Publish an ad-hoc time range of one table, cut into `range_interval` items (needs `queue`).
@@ -238,5 +238,7 @@ mod tests {
     fn metrics_addr_is_offered_only_where_it_serves() {
         assert!(Cli::try_parse_from(["x", "run", "--metrics-addr", "127.0.0.1:0"]).is_ok());
         assert!(Cli::try_parse_from(["x", "status", "--metrics-addr", "127.0.0.1:0"]).is_err());
+        // A dry run works nothing to watch: refused, not silently ignored.
+        assert!(Cli::try_parse_from(["x", "run", "--dry-run", "--metrics-addr", "127.0.0.1:0"]).is_err());
     }
 }

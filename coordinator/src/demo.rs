@@ -57,7 +57,7 @@ pub fn next_steps(config: &Config) {
     };
     eprintln!(
         "\nThe archived objects are under {archive}/ (one zstd JSON Lines file per batch, a manifest per work item), e.g.\n  \
-         find {archive} -name '*.jsonl.zst' | head -3 | xargs zstdcat | head -2\n\
+         zstdcat \"$(find {archive} -name '*.jsonl.zst' | head -1)\" | head -2\n\
          Run the demo again to archive fresh rows; see docs/operations.md to archive your own tables."
     );
 }

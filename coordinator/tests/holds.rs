@@ -25,7 +25,12 @@ async fn a_held_range_is_never_archived_until_released() {
         let t = chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().unwrap_or("")).ok();
         t.is_some_and(|t| t >= from && t < to)
     };
-    // The checkpoint tables exist once a run has prepared them; holds need them.
+    // Listing the holds of a database that never had a run reads, and creates nothing.
+    let list = archiver_coordinator::cli::HoldCommand::List { database: None, all: true, json: false };
+    archive::hold(&config, list).await.unwrap();
+    let (store,): (bool,) = sqlx::query_as("SELECT to_regnamespace('archiver') IS NOT NULL").fetch_one(&db.pool).await.unwrap();
+    assert!(!store, "hold list created the checkpoint store");
+    // Placing one creates the checkpoint tables if a run has not.
     let hold = archiver_coordinator::cli::HoldCommand::Add {
         database: db.name.clone(),
         table: "audit_log".into(),

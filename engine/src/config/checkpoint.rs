@@ -54,6 +54,9 @@ impl CheckpointConfig {
         if !is_plain_identifier(&self.schema) {
             problems.add(format!("{path}.schema"), "must be a plain identifier (letters, digits, underscore)");
         }
+        if self.url.as_deref().is_some_and(|u| !super::source::is_postgres_url(u)) {
+            problems.add(format!("{path}.url"), "must be a postgres:// or postgresql:// URL");
+        }
         if self.lease_duration.0 < Duration::from_secs(3) {
             problems.add(format!("{path}.lease_duration"), "must be at least 3s");
         }

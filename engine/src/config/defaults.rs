@@ -75,6 +75,16 @@ impl Default for Defaults {
     }
 }
 
+/// What is wrong with a retention, if anything: at least a day, and a cutoff PostgreSQL can
+/// name (its timestamps start in 4713 BC, about 2.4 million days ago; a million days is ample).
+pub(super) fn retention_problem(days: u32) -> Option<&'static str> {
+    match days {
+        0 => Some("must be at least 1"),
+        1_000_001.. => Some("must be at most 1000000 (days; PostgreSQL's timestamps begin in 4713 BC)"),
+        _ => None,
+    }
+}
+
 fn default_retention_days() -> u32 {
     90
 }
@@ -113,8 +123,8 @@ impl Defaults {
         if self.batch_size == 0 {
             problems.add(format!("{path}.batch_size"), "must be at least 1");
         }
-        if self.retention_days == 0 {
-            problems.add(format!("{path}.retention_days"), "must be at least 1");
+        if let Some(problem) = retention_problem(self.retention_days) {
+            problems.add(format!("{path}.retention_days"), problem);
         }
         if self.range_interval.0 < Duration::from_secs(60) || self.range_interval.0.subsec_nanos() != 0 {
             problems.add(format!("{path}.range_interval"), "must be whole seconds, at least one minute");
@@ -161,6 +171,7 @@ mod tests {
             ("max_rows_per_second: 0", "defaults.max_rows_per_second"),
             ("compression: gzip\n  compression_level: 12", "defaults.compression_level"),
             ("connection_pool_size: 0", "defaults.connection_pool_size"),
+            ("retention_days: 99999999", "defaults.retention_days"),
         ] {
             let text = format!("defaults:\n  {yaml}\n{MINIMAL}");
             assert_eq!(parse("c", &text, &env_none).unwrap_err().path, path, "{yaml}");

@@ -59,7 +59,7 @@ pub struct ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Format version: "1.0" or "2.0" (the predecessor's); both read the same.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "version_text")]
     pub version: Option<String>,
     /// S3-compatible object storage (the predecessor's section). Exclusive with `storage`.
     #[serde(default)]
@@ -84,6 +84,33 @@ pub struct Config {
     pub databases: Vec<DatabaseConfig>,
 }
 
+/// `version: "2.0"`, or `version: 2.0` unquoted (YAML reads a number; the predecessor's files
+/// may have either).
+fn version_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Version {
+        Text(String),
+        Number(f64),
+    }
+    Ok(Option::<Version>::deserialize(d)?.map(|v| match v {
+        Version::Text(t) => t,
+        Version::Number(n) => format!("{n:.1}"),
+    }))
+}
+
+/// What is wrong with a storage key prefix, if anything: it must stay inside the bucket or
+/// directory (no `.` or `..` segment, no backslash; leading and trailing `/` are dropped).
+pub(crate) fn prefix_problem(prefix: &str) -> Option<&'static str> {
+    if prefix.contains('\\') {
+        Some("must not contain a backslash")
+    } else if prefix.trim_matches('/').split('/').any(|s| s == ".." || s == "." || s.is_empty()) && !prefix.trim_matches('/').is_empty() {
+        Some("must not contain an empty, . or .. segment: objects stay inside the bucket or directory")
+    } else {
+        None
+    }
+}
+
 impl Config {
     /// Records what is wrong with the whole file: its version and the rules between sections,
     /// then each section in turn.
@@ -96,6 +123,11 @@ impl Config {
         }
         if let Some(s3) = &self.s3 {
             s3.validate("s3", problems);
+        }
+        if let Some(StorageConfig::Local { prefix, .. }) = &self.storage {
+            if let Some(problem) = prefix_problem(prefix) {
+                problems.add("storage.prefix", problem);
+            }
         }
         self.telemetry.validate("telemetry", problems);
         self.defaults.validate("defaults", problems);
@@ -177,6 +209,14 @@ pub(crate) mod tests {
     }
 
     pub(crate) const MINIMAL: &str = "databases:\n  - name: app\n    host: localhost\n    user: u\n    tables:\n      - name: audit\n        timestamp_column: created_at\n        primary_key: id\n";
+
+    #[test]
+    fn version_may_be_written_unquoted() {
+        for (v, ok) in [("2.0", true), ("\"2.0\"", true), ("1.0", true), ("3", false)] {
+            let text = format!("version: {v}\n{MINIMAL}");
+            assert_eq!(parse("c", &text, &env_none).is_ok(), ok, "version: {v}");
+        }
+    }
 
     #[test]
     fn unknown_key_is_an_error_naming_its_path() {

@@ -12,7 +12,17 @@ pub(super) fn is_secret_path(path: &str) -> bool {
 
 /// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`, for anything printed.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let Some(scheme_end) = url.find("://") else {
+        // Not a URL as written (`postgres//u:p@h`, `u:p@h/db`): hide everything before the last
+        // `@` after the last `/` before it, where a password would be.
+        return match url.rfind('@') {
+            Some(at) => {
+                let start = url[..at].rfind('/').map_or(0, |s| s + 1);
+                format!("{}***{}", &url[..start], &url[at..])
+            }
+            None => url.to_string(),
+        };
+    };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
@@ -60,5 +70,8 @@ mod tests {
         assert_eq!(redact_url("postgres://u:p@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        // Mistyped URLs: the password is still hidden.
+        assert_eq!(redact_url("postgres//app:S3cretPW@127.0.0.1:5432/x"), "postgres//***@127.0.0.1:5432/x");
+        assert_eq!(redact_url("app:S3cretPW@127.0.0.1:5432/x"), "***@127.0.0.1:5432/x");
     }
 }

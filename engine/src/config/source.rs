@@ -170,6 +170,12 @@ pub(super) fn validate_databases(databases: &[DatabaseConfig], path: &str, probl
     }
 }
 
+/// A URL the PostgreSQL driver reads as one: anything else (`postgres//u:p@h`, `u:p@h/db`) it
+/// would take for a socket path and a database named after the password.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl DatabaseConfig {
     /// Records what is wrong with this database (but its name) and its tables, found at `path`.
     fn validate(&self, path: &str, problems: &mut Problems) {
@@ -178,6 +184,11 @@ impl DatabaseConfig {
         }
         if self.url.is_none() && self.host.is_none() {
             problems.add(format!("{path}.host"), "either `url` or `host` is required");
+        }
+        for (key, url) in [("url", &self.url), ("read_replica.url", &self.read_replica.as_ref().and_then(|r| r.url.clone()))] {
+            if url.as_deref().is_some_and(|u| !is_postgres_url(u)) {
+                problems.add(format!("{path}.{key}"), "must be a postgres:// or postgresql:// URL");
+            }
         }
         if self.password.is_some() && self.password_env.is_some() {
             problems.add(format!("{path}.password"), "set either `password` or `password_env`, not both");
@@ -231,8 +242,8 @@ impl TableConfig {
         if self.batch_size == Some(0) {
             problems.add(format!("{path}.batch_size"), "must be at least 1");
         }
-        if self.retention_days == Some(0) {
-            problems.add(format!("{path}.retention_days"), "must be at least 1");
+        if let Some(problem) = self.retention_days.and_then(super::defaults::retention_problem) {
+            problems.add(format!("{path}.retention_days"), problem);
         }
     }
 }
@@ -263,6 +274,12 @@ mod tests {
         assert_eq!((err.path.as_str(), err.message.as_str()), ("databases[1].name", "database \"app\" is listed twice"));
         let text = MINIMAL.replace("host: localhost", "url: postgres://h/db");
         assert_eq!(parse("c", &text, &env_none).unwrap_err().path, "databases[0].url");
+        for mistyped in ["postgres//app:S3cretPW@h:5432/x", "app:S3cretPW@h:5432/x"] {
+            let text = MINIMAL.replace("    host: localhost\n    user: u\n", &format!("    url: \"{mistyped}\"\n"));
+            let err = parse("c", &text, &env_none).unwrap_err();
+            assert_eq!(err.path, "databases[0].url", "{err}");
+            assert!(err.to_string().contains("postgres://") && !err.to_string().contains("S3cretPW"), "{err}");
+        }
         let text = MINIMAL.replace("    host: localhost\n    user: u\n", "");
         assert_eq!(parse("c", &text, &env_none).unwrap_err().path, "databases[0].host");
     }

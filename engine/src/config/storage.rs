@@ -78,6 +78,9 @@ impl S3Config {
         if self.bucket.trim().is_empty() {
             problems.add(format!("{path}.bucket"), "must not be empty");
         }
+        if let Some(problem) = super::prefix_problem(&self.prefix) {
+            problems.add(format!("{path}.prefix"), problem);
+        }
         if self.multipart_threshold_mb == 0 {
             problems.add(format!("{path}.multipart_threshold_mb"), "must be at least 1");
         }
@@ -130,5 +133,19 @@ mod tests {
         let text = format!("storage:\n  type: local\n  path: /tmp/x\n{MINIMAL}");
         let c = parse("c", &text, &env_none).unwrap().config;
         assert!(matches!(c.storage, Some(StorageConfig::Local { ref path, ref prefix }) if path.to_str() == Some("/tmp/x") && prefix.is_empty()));
+    }
+
+    #[test]
+    fn a_prefix_cannot_climb_out_of_its_directory_or_bucket() {
+        for bad in ["../../escape", "a/../../b", "/../etc", "./x", "a\\..\\b", "a//b"] {
+            let local = format!("storage:\n  type: local\n  path: /tmp/x\n  prefix: '{bad}'\n{MINIMAL}");
+            assert_eq!(parse("c", &local, &env_none).unwrap_err().path, "storage.prefix", "{bad}");
+            let s3 = format!("s3:\n  bucket: b\n  prefix: '{bad}'\n{MINIMAL}");
+            assert_eq!(parse("c", &s3, &env_none).unwrap_err().path, "s3.prefix", "{bad}");
+        }
+        for good in ["archives/", "/archives/", "a/b.c/..d/", "x..y", ""] {
+            let local = format!("storage:\n  type: local\n  path: /tmp/x\n  prefix: '{good}'\n{MINIMAL}");
+            assert!(parse("c", &local, &env_none).is_ok(), "{good}");
+        }
     }
 }
