@@ -135,6 +135,33 @@ async fn every_awkward_type_comes_back_from_streamed_reads_with_the_governor_off
     archive_awkward_and_restore_elsewhere(&db, &s3, Some("{enabled: false}")).await;
 }
 
+/// Schema `a.b` with table `c`, and schema `a` with table `b.c`: two tables whose names print
+/// alike. Each keeps its own objects, validates alone and restores only its own rows.
+#[tokio::test]
+async fn tables_whose_names_print_alike_keep_apart() {
+    let (db, s3) = s3_and_db().await;
+    sqlx::raw_sql(
+        r#"CREATE SCHEMA "a.b"; CREATE SCHEMA a;
+           CREATE TABLE "a.b".c (id int PRIMARY KEY, ts timestamptz NOT NULL, who text);
+           CREATE TABLE a."b.c" (id int PRIMARY KEY, ts timestamptz NOT NULL, who text);
+           INSERT INTO "a.b".c SELECT g, now() - interval '100 days' - g * interval '1 hour', 'schema a.b' FROM generate_series(1, 20) g;
+           INSERT INTO a."b.c" SELECT g, now() - interval '100 days' - g * interval '1 hour', 'table b.c' FROM generate_series(1, 30) g;"#,
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let tables = [Table::new("c", "ts", "id").schema("a.b"), Table::new("b.c", "ts", "id").schema("a")];
+    let config = load(&test_config(&db, Storage::s3(&s3, "")).tables(tables));
+    let summary = run(&config, opts(2)).await;
+    assert!(summary.all_finished() && summary.rows() == 50, "{summary}");
+    assert_eq!(summary.tables.len(), 2, "two tables in the summary: {summary}");
+    assert_eq!(archive::validate(&config, &Scope::default(), true, false).await.unwrap(), ExitCode::SUCCESS);
+    let into = RestoreArgs { into: Some("back.bc".into()), ..args(&db.name, "b.c") };
+    assert_eq!(restore(&config, into).await, ExitCode::SUCCESS);
+    let back: Vec<(String, i64)> = sqlx::query_as("SELECT who, count(*) FROM back.bc GROUP BY who").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(back, [("table b.c".to_string(), 30)]);
+}
+
 #[tokio::test]
 async fn only_the_rows_of_the_range_come_back_by_their_own_timestamps() {
     let (db, s3) = s3_and_db().await;

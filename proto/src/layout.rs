@@ -30,9 +30,11 @@ pub fn segment(s: &str) -> String {
     out
 }
 
-/// `{database}/{schema}.{table}`: everything of one table lives below it.
+/// `{database}/{schema}.{table}`: everything of one table lives below it. The schema's own dots
+/// are encoded (`%2E`), so the first dot is always the one between schema and table: schema
+/// `a.b` with table `c` and schema `a` with table `b.c` never share a prefix.
 pub fn table_prefix(database: &str, schema: &str, table: &str) -> String {
-    format!("{}/{}.{}", segment(database), segment(schema), segment(table))
+    format!("{}/{}.{}", segment(database), segment(schema).replace('.', "%2E"), segment(table))
 }
 
 /// The directory of the partition that starts on `start` (see [`Partition::floor`]).
@@ -103,6 +105,13 @@ mod tests {
             range_end: Utc.with_ymd_and_hms(2024, 3, 6, 0, 0, 0).unwrap(),
             generation: 0,
         }
+    }
+
+    #[test]
+    fn dots_in_names_never_make_two_tables_share_a_prefix() {
+        assert_eq!(table_prefix("d", "a.b", "c"), "d/a%2Eb.c");
+        assert_eq!(table_prefix("d", "a", "b.c"), "d/a.b.c");
+        assert_eq!(table_prefix("d", "public", "audit_log"), "d/public.audit_log");
     }
 
     #[test]

@@ -14,7 +14,13 @@ use serde::{Deserialize, Serialize};
 
 /// `database/schema.table`: how every log line, summary and status names a table.
 pub fn table_label(database: &str, schema: &str, table: &str) -> String {
-    format!("{database}/{schema}.{table}")
+    // A schema with a dot of its own is quoted, so `"a.b".c` and `a.b.c` (schema a, table b.c)
+    // stay two tables in summaries and logs.
+    if schema.contains('.') {
+        format!("{database}/\"{schema}\".{table}")
+    } else {
+        format!("{database}/{schema}.{table}")
+    }
 }
 
 /// One unit of work: the rows of one table whose timestamp falls in `[range_start, range_end)`.
@@ -200,6 +206,12 @@ impl Compression {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_schema_with_a_dot_is_quoted_in_labels() {
+        assert_eq!(table_label("d", "a.b", "c"), "d/\"a.b\".c");
+        assert_eq!(table_label("d", "a", "b.c"), "d/a.b.c");
+    }
 
     #[test]
     fn slug_is_derived_from_what_identifies_the_item() {

@@ -66,7 +66,10 @@ pub struct Catalog {
 /// Reads every manifest under `{database}/{schema}.{table}/_manifests/`.
 pub async fn read(store: &dyn ObjectStore, database: &str, schema: &str, table: &str) -> Result<Catalog, StorageError> {
     let prefix = format!("{}/_manifests/", layout::table_prefix(database, schema, table));
-    read_prefix(store, &prefix).await
+    let mut catalog = read_prefix(store, &prefix).await?;
+    // Archives written before schemas' dots were encoded may hold two tables under one prefix.
+    catalog.manifests.retain(|(_, m)| m.schema == schema && m.table == table);
+    Ok(catalog)
 }
 
 /// Reads every manifest under `prefix` (a table's `_manifests/` folder).
