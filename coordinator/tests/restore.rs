@@ -162,6 +162,23 @@ async fn tables_whose_names_print_alike_keep_apart() {
     assert_eq!(back, [("table b.c".to_string(), 30)]);
 }
 
+/// Tables change over the years an archive is kept: a column archived and dropped since comes
+/// back in a table restored `--into`, which gets the column again.
+#[tokio::test]
+async fn a_column_dropped_since_archiving_comes_back_into_a_new_table() {
+    let (db, s3) = s3_and_db().await;
+    seeded(&db, 600).await;
+    let before = snapshot(&db, "audit_log").await;
+    let config = load(&test_config(&db, Storage::s3(&s3, "")).table(audit_table()));
+    assert!(run(&config, opts(2)).await.all_finished());
+    let archived = archived_since(&db, &before).await;
+    assert!(archived.values().any(|r| r["user_agent"].is_string()));
+    sqlx::query("ALTER TABLE audit_log DROP COLUMN user_agent").execute(&db.pool).await.unwrap();
+    let into = RestoreArgs { into: Some("back.audit_log".into()), ..args(&db.name, "audit_log") };
+    assert_eq!(restore(&config, into).await, ExitCode::SUCCESS);
+    same(&rows(&db, "back.audit_log", "id").await, &archived);
+}
+
 #[tokio::test]
 async fn only_the_rows_of_the_range_come_back_by_their_own_timestamps() {
     let (db, s3) = s3_and_db().await;

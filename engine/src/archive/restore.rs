@@ -173,7 +173,8 @@ pub async fn run(source: &Source, store: Arc<dyn ObjectStore>, req: &Request, pl
     }
     let mut conn = source.pool.acquire().await?;
     prepare_session(&mut conn, req).await?;
-    let target_columns = ensure_target(&mut conn, req).await?;
+    let archived: Vec<&archiver_proto::manifest::Column> = plan.objects.iter().flat_map(|o| o.columns.iter()).collect();
+    let target_columns = ensure_target(&mut conn, req, &archived).await?;
     // Every insert is built (and every column checked) before anything is held or written.
     let mut statements: HashMap<*const Vec<archiver_proto::manifest::Column>, String> = HashMap::new();
     for o in &plan.objects {
@@ -244,9 +245,10 @@ async fn prepare_session(conn: &mut PgConnection, req: &Request) -> Result<(), s
 }
 
 /// The target's columns; creates it `LIKE` the archived table (defaults, generated and identity
-/// columns, constraints, indexes; never triggers) when it does not exist. The creation is one
-/// transaction, which also forgets what the restore log says of an earlier table of that name.
-async fn ensure_target(conn: &mut PgConnection, req: &Request) -> Result<Vec<TargetColumn>, RestoreError> {
+/// columns, constraints, indexes; never triggers), plus the `archived` columns the table has
+/// dropped since, when it does not exist. The creation is one transaction, which also forgets
+/// what the restore log says of an earlier table of that name.
+async fn ensure_target(conn: &mut PgConnection, req: &Request, archived: &[&archiver_proto::manifest::Column]) -> Result<Vec<TargetColumn>, RestoreError> {
     let (schema, table) = req.target();
     let name = qualified(schema, table);
     let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL").bind(&name).fetch_one(&mut *conn).await?;
@@ -256,6 +258,7 @@ async fn ensure_target(conn: &mut PgConnection, req: &Request) -> Result<Vec<Tar
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         create_like(&mut tx, req, &name).await?;
+        add_dropped_columns(&mut tx, &name, archived).await?;
         sqlx::query(&format!("DELETE FROM {}.restored WHERE target = $1", req.log_schema)).bind(&name).execute(&mut *tx).await?;
         tx.commit().await?;
         tracing::info!(table = %name, "created the target table like the archived one");
@@ -297,6 +300,31 @@ async fn create_like(tx: &mut PgConnection, req: &Request, name: &str) -> Result
         sqlx::query(&format!("ALTER TABLE {name} ALTER COLUMN {} DROP DEFAULT", crate::source::db::quote_ident(&column)))
             .execute(&mut *tx)
             .await?;
+    }
+    Ok(())
+}
+
+/// Adds to a table just made `LIKE` the source the `archived` columns the source has dropped
+/// since it was archived, so its old rows restore whole. A column's type is the one PostgreSQL
+/// reads the manifest's type name as (`to_regtype`, without a length or precision): the
+/// manifest's text never reaches the statement itself.
+async fn add_dropped_columns(tx: &mut PgConnection, name: &str, archived: &[&archiver_proto::manifest::Column]) -> Result<(), RestoreError> {
+    let mut added = std::collections::BTreeSet::new();
+    for c in archived {
+        let (present,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped)")
+            .bind(name)
+            .bind(&c.name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if present || !added.insert(c.name.as_str()) {
+            continue;
+        }
+        let (ty,): (Option<String>,) = sqlx::query_as("SELECT to_regtype($1)::text").bind(&c.type_name).fetch_one(&mut *tx).await?;
+        let Some(ty) = ty else {
+            return Err(RestoreError::Target(format!("the archive holds column {:?} of type {}, which this database does not know", c.name, c.type_name)));
+        };
+        sqlx::query(&format!("ALTER TABLE {name} ADD COLUMN {} {ty}", crate::source::db::quote_ident(&c.name))).execute(&mut *tx).await?;
+        tracing::info!(table = %name, column = %c.name, r#type = %ty, "added a column the source table has dropped since it was archived");
     }
     Ok(())
 }
