@@ -130,6 +130,10 @@ impl ObjectStore for LocalStore {
         let dir = self.root.join(&self.prefix);
         let probe = dir.clone();
         tokio::task::spawn_blocking(move || {
+            // A file where the directory (or one of its parents) should be: say so, not "File exists".
+            if let Some(file) = probe.ancestors().find(|p| p.is_file()) {
+                return Err(std::io::Error::other(format!("{} is a file, not a directory", file.display())));
+            }
             std::fs::create_dir_all(&probe)?;
             tempfile::Builder::new().prefix(".tmp-check-").tempfile_in(&probe).map(drop)
         })

@@ -362,7 +362,8 @@ async fn local_store_check_names_an_unusable_directory() {
     let store = LocalStore::new(file.clone(), PREFIX).unwrap();
     match store.check().await {
         Err(StorageError::Config(msg)) => {
-            assert!(msg.contains(&file.display().to_string()), "message should name the directory: {msg}")
+            assert!(msg.contains(&file.display().to_string()), "message should name the directory: {msg}");
+            assert!(msg.contains("is a file, not a directory"), "message should say what is wrong: {msg}");
         }
         other => panic!("check on an unusable directory: expected a Config error, got {other:?}"),
     }
