@@ -12,7 +12,9 @@
 //! whole phase moves with one stall of the host (a virtual machine's 80 ms pause lifts the p99
 //! of a 20-second phase of 1,000 probes by itself); an archiver that slows the probes slows them
 //! in most windows. `--without-archiver` runs the same phases with no archiver (an A/A run): the
-//! ratio it reports is the measurement's own noise on this machine.
+//! ratio it reports is the measurement's own noise on this machine. The probes run `--settle`
+//! (20 s) before the before phase without being counted: right after seeding, the server's first
+//! seconds are slower than any idle phase later.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,6 +41,11 @@ pub struct DbImpactArgs {
     /// Length of the before and after phases.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
     pub phase: Duration,
+    /// The probes run this long before the before phase, not counted: right after seeding the
+    /// server is still settling (the first 10 seconds' p99 was the highest of the whole run in
+    /// four runs of 2026-12-06), which would lift the idle baseline.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    pub settle: Duration,
     /// Probe operations a second, of each kind (insert, indexed read).
     #[arg(long, default_value_t = 50)]
     pub probe_rate: u64,
@@ -164,6 +171,8 @@ fn throttle(a: &DbImpactArgs) -> String {
 /// stopped, and how archiving ended.
 struct Phases {
     t0: Instant,
+    /// Seconds from the sampler's start to `t0` (the settling), to place the sampler's samples.
+    settled: f64,
     latencies: Vec<(f64, Probe, f64)>,
     during: (f64, f64),
     end: f64,
@@ -213,9 +222,13 @@ impl Phases {
 /// Probes for `a.phase`, archives (the sampler watching), and probes for `a.phase` again.
 async fn probe_around_archiving(env: &Arc<Env>, a: &DbImpactArgs, config: &Path, sampler: &Sampler) -> anyhow::Result<Phases> {
     let probes = pool_for(&env.db.name, 4);
-    let t0 = Instant::now();
+    let started = Instant::now();
     let stop_probes = CancellationToken::new();
-    let tasks = PROBES.map(|k| spawn_probe(probes.clone(), k, a.probe_rate, t0, stop_probes.clone()));
+    let tasks = PROBES.map(|k| spawn_probe(probes.clone(), k, a.probe_rate, started, stop_probes.clone()));
+    eprintln!("settling: probing for {:?}, not counted ...", a.settle);
+    tokio::time::sleep(a.settle).await;
+    let t0 = Instant::now();
+    let settled = (t0 - started).as_secs_f64();
     eprintln!("before: probing for {:?} ...", a.phase);
     tokio::time::sleep(a.phase).await;
     let during_start = t0.elapsed().as_secs_f64();
@@ -234,13 +247,13 @@ async fn probe_around_archiving(env: &Arc<Env>, a: &DbImpactArgs, config: &Path,
     let end = t0.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     for t in tasks {
-        latencies.extend(t.await?);
+        latencies.extend(t.await?.into_iter().filter(|(t, ..)| *t >= settled).map(|(t, k, ms)| (t - settled, k, ms)));
     }
     if a.without_archiver {
         eprintln!("archiving, unmeasured, so the archive can be checked ...");
         code = archive(env, a, config, sampler).await?;
     }
-    Ok(Phases { t0, latencies, during: (during_start, during_end), end, code })
+    Ok(Phases { t0, settled, latencies, during: (during_start, during_end), end, code })
 }
 
 /// Runs `archiver-coordinator run` (the sampler watching it) and returns its exit status.
@@ -284,7 +297,8 @@ struct Impact {
 const MIN_ROWS_PER_S: f64 = 5_000.0;
 
 fn impact(p: &Phases, archived: Option<u64>, samples: &[Sample], lock_waits: &[LockWait]) -> Impact {
-    let pg_cpu = [0, 1, 2].map(|phase| mean(samples.iter().filter(|s| p.phase_of(s.t) == phase).filter_map(|s| s.pg_cpu_pct)));
+    let settled = samples.iter().filter(|s| s.t >= p.settled);
+    let pg_cpu = [0, 1, 2].map(|phase| mean(settled.clone().filter(|s| p.phase_of(s.t - p.settled) == phase).filter_map(|s| s.pg_cpu_pct)));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let typical = PROBES.map(|k| (p.typical_p99(k, &[0, 2]).0, p.typical_p99(k, &[1]).0));
     Impact {
@@ -434,7 +448,7 @@ mod tests {
                 latencies.extend(PROBES.map(|k| (t, k, 1.0 + i as f64 / 10.0)));
             }
         }
-        Phases { t0: Instant::now(), latencies, during: (window, 2.0 * window), end: 3.0 * window, code: 0 }
+        Phases { t0: Instant::now(), settled: 0.0, latencies, during: (window, 2.0 * window), end: 3.0 * window, code: 0 }
     }
 
     fn impact_report(p: &Phases) -> Report {
@@ -486,7 +500,7 @@ mod tests {
             let t = i as f64 / 50.0;
             latencies.extend(PROBES.map(|k| (t, k, slow(t).unwrap_or(1.0))));
         }
-        Phases { t0: Instant::now(), latencies, during: (60.0, 120.0), end: 180.0, code: 0 }
+        Phases { t0: Instant::now(), settled: 0.0, latencies, during: (60.0, 120.0), end: 180.0, code: 0 }
     }
 
     #[test]
