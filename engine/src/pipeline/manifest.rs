@@ -70,6 +70,8 @@ pub(super) async fn remove_strays(
     batches: &[BatchRecord],
 ) -> Result<(), PipelineError> {
     let keep: BTreeSet<&str> = batches.iter().map(|b| b.object_key.as_str()).collect();
+    // Read once, at the first stray: what a manifest already under this item's name lists.
+    let mut listed: Option<BTreeSet<String>> = None;
     let name_prefix = layout::data_name_prefix(item);
     let mut day = partition.floor(item.range_start.date_naive());
     let last = (item.range_end - chrono::Duration::microseconds(1)).date_naive();
@@ -79,6 +81,15 @@ pub(super) async fn remove_strays(
             // Never a later claim's object: its owner may be about to record it.
             let ours = layout::data_attempt(item, &key).is_some_and(|a| a <= attempt);
             if ours && !keep.contains(key.as_str()) {
+                // A manifest is built from this store's records, so one that lists an object our
+                // records do not name was written by another checkpoint store whose item had our
+                // item's name (ids that met): that object holds rows deleted long ago. Keep it.
+                if listed.is_none() {
+                    listed = Some(listed_in_manifest(store, item).await?);
+                }
+                if listed.as_ref().is_some_and(|l| l.contains(&key)) {
+                    return Err(PipelineError::Occupied { key });
+                }
                 tracing::info!(%key, "removing an object of an interrupted attempt that no batch record names");
                 store.delete(&key).await?;
             }
@@ -86,4 +97,11 @@ pub(super) async fn remove_strays(
         day = partition.next(day);
     }
     Ok(())
+}
+
+/// The object keys the manifest under `item`'s name lists, if there is one that parses.
+async fn listed_in_manifest(store: &dyn ObjectStore, item: &WorkItem) -> Result<BTreeSet<String>, PipelineError> {
+    let body = store.get(&layout::manifest_key(item)).await?;
+    let manifest = body.and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
+    Ok(manifest.map(|m| m.objects.into_iter().map(|o| o.key).collect()).unwrap_or_default())
 }
