@@ -251,6 +251,15 @@ fn assert_unchanged(was: &BTreeSet<(String, Option<String>)>, is: &BTreeSet<(Str
     assert!(gone.is_empty() && new.is_empty(), "{what}: gone or changed {gone:?}, new or changed {new:?}");
 }
 
+/// Runs once with one worker; the error, or the summary and why it stopped.
+async fn how_it_stopped(config: &archiver_engine::config::Config) -> String {
+    match standalone::run(config, opts(1), tokio_util::sync::CancellationToken::new()).await {
+        Err(e) => e.to_string(),
+        Ok(standalone::Outcome::Ran(summary)) => format!("{summary} {:?}", summary.stopped),
+        Ok(_) => "a dry run".into(),
+    }
+}
+
 /// A checkpoint store as stores made before random item ids were: its ids count from 1.
 async fn store_counting_from_one(db: &TestDb, schema: &str) {
     use archiver_proto::checkpoint_schema as cs;
@@ -296,11 +305,7 @@ async fn a_second_checkpoint_store_under_the_same_prefix_never_overwrites_the_fi
     store_counting_from_one(&db, "third").await;
     sqlx::query(late).execute(&db.pool).await.unwrap();
     before.extend(snapshot(&db, "audit_log").await);
-    let refused = match standalone::run(&with_store("third"), opts(1), tokio_util::sync::CancellationToken::new()).await {
-        Err(e) => e.to_string(),
-        Ok(standalone::Outcome::Ran(summary)) => format!("{summary} {:?}", summary.stopped),
-        Ok(_) => "a dry run".into(),
-    };
+    let refused = how_it_stopped(&with_store("third")).await;
     assert!(refused.contains("already exists and holds other rows"), "{refused}");
     assert_unchanged(&both, &listing(&*store).await, "nothing was overwritten, added or removed");
 
@@ -315,11 +320,7 @@ async fn a_second_checkpoint_store_under_the_same_prefix_never_overwrites_the_fi
     .await
     .unwrap();
     sqlx::query("SELECT setval('fourth.work_items_id_seq', 2, false)").execute(&db.pool).await.unwrap();
-    let refused = match standalone::run(&with_store("fourth"), opts(1), tokio_util::sync::CancellationToken::new()).await {
-        Err(e) => e.to_string(),
-        Ok(standalone::Outcome::Ran(summary)) => format!("{summary} {:?}", summary.stopped),
-        Ok(_) => "a dry run".into(),
-    };
+    let refused = how_it_stopped(&with_store("fourth")).await;
     assert!(refused.contains("already exists and holds other rows"), "{refused}");
     assert_unchanged(&both, &listing(&*store).await, "nothing was removed");
     let after = snapshot(&db, "audit_log").await;
