@@ -31,14 +31,34 @@ fn one_table(config: &Config, database: &str, table: &str) -> anyhow::Result<Tab
     }
 }
 
-/// `schema.name`, or `name` in `default_schema`.
+/// `schema.name`, or `name` in `default_schema`. Either part may be double-quoted as in SQL
+/// (`"a.b"."x y"`, `""` for a quote inside), so names with dots, spaces or quotes can be named;
+/// a dot outside quotes separates the two, and a third part is refused.
 fn target(into: &str, default_schema: &str) -> anyhow::Result<(String, String)> {
-    let (schema, table) = into.split_once('.').unwrap_or((default_schema, into));
-    if schema.is_empty() || table.is_empty() {
-        bail!("--into {into:?}: use schema.name or name");
+    let usage = || anyhow::anyhow!("--into {into:?}: use schema.name or name, double-quoting a part that holds a dot or a quote");
+    let mut parts = vec![String::new()];
+    let (mut quoted, mut chars) = (false, into.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                parts.last_mut().expect("one part").push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            ('.', false) => parts.push(String::new()),
+            (c, _) => parts.last_mut().expect("one part").push(c),
+        }
     }
-    Ok((schema.to_string(), table.to_string()))
+    if quoted {
+        return Err(usage());
+    }
+    match parts.as_slice() {
+        [table] if !table.is_empty() => Ok((default_schema.to_string(), table.clone())),
+        [schema, table] if !schema.is_empty() && !table.is_empty() => Ok((schema.clone(), table.clone())),
+        _ => Err(usage()),
+    }
 }
+
 
 pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let t = one_table(config, &args.database, &args.table)?;
@@ -275,6 +295,25 @@ pub async fn show_holds(config: &Config, scope: &Scope) {
             if admitted && seen.insert((h.database.clone(), h.id)) {
                 println!("held: #{} {}", h.id, describe(&h));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target;
+
+    #[test]
+    fn into_names_may_be_quoted_as_in_sql() {
+        let t = |s: &str| target(s, "public").ok();
+        let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(t("back.events"), pair("back", "events"));
+        assert_eq!(t("events"), pair("public", "events"));
+        assert_eq!(t(r#""a.b"."x y""#), pair("a.b", "x y"));
+        assert_eq!(t(r#"a."b.c""#), pair("a", "b.c"));
+        assert_eq!(t(r#"r."say ""hi""""#), pair("r", r#"say "hi""#));
+        for bad in ["a.b.c", "a.", ".b", "", r#""open"#, "a..b"] {
+            assert_eq!(t(bad), None, "{bad}");
         }
     }
 }

@@ -142,8 +142,8 @@ pub struct RestoreArgs {
     /// Restore rows whose timestamp is before this; default: the last.
     #[arg(long, value_parser = parse_instant, allow_hyphen_values = true)]
     pub to: Option<DateTime<Utc>>,
-    /// Restore into this table (`schema.name`, or `name` in the archived table's schema), created
-    /// like the archived one if it does not exist. Default: back into the archived table, which
+    /// Restore into this table (`schema.name`, or `name` in the archived table's schema; a part
+    /// may be double-quoted, e.g. `"a.b"."x y"`), created like the archived one if it does not exist. Default: back into the archived table, which
     /// then gets a legal hold on the range so the next run leaves the rows in place.
     #[arg(long)]
     pub into: Option<String>,
