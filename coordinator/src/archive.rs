@@ -59,7 +59,6 @@ fn target(into: &str, default_schema: &str) -> anyhow::Result<(String, String)> 
     }
 }
 
-
 pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let t = one_table(config, &args.database, &args.table)?;
     let range = Range { from: args.from, to: args.to };

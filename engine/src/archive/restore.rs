@@ -309,14 +309,14 @@ async fn create_like(tx: &mut PgConnection, req: &Request, name: &str) -> Result
 /// reads the manifest's type name as (`to_regtype`, without a length or precision): the
 /// manifest's text never reaches the statement itself.
 async fn add_dropped_columns(tx: &mut PgConnection, name: &str, archived: &[&archiver_proto::manifest::Column]) -> Result<(), RestoreError> {
-    let mut added = std::collections::BTreeSet::new();
-    for c in archived {
-        let (present,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped)")
+    let present: Vec<String> =
+        sqlx::query_scalar("SELECT attname::text FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped")
             .bind(name)
-            .bind(&c.name)
-            .fetch_one(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-        if present || !added.insert(c.name.as_str()) {
+    let mut present: std::collections::BTreeSet<String> = present.into_iter().collect();
+    for c in archived {
+        if !present.insert(c.name.clone()) {
             continue;
         }
         let (ty,): (Option<String>,) = sqlx::query_as("SELECT to_regtype($1)::text").bind(&c.type_name).fetch_one(&mut *tx).await?;

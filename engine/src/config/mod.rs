@@ -99,16 +99,13 @@ fn version_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
     }))
 }
 
-/// What is wrong with a storage key prefix, if anything: it must stay inside the bucket or
-/// directory (no `.` or `..` segment, no backslash; leading and trailing `/` are dropped).
+/// What is wrong with a storage key prefix, if anything: without its leading and trailing `/`
+/// (which are dropped) it must pass the stores' own key rules (`storage::check_key`: no empty,
+/// `.` or `..` segment, no backslash), so objects stay inside the bucket or directory.
 pub(crate) fn prefix_problem(prefix: &str) -> Option<&'static str> {
-    if prefix.contains('\\') {
-        Some("must not contain a backslash")
-    } else if prefix.trim_matches('/').split('/').any(|s| s == ".." || s == "." || s.is_empty()) && !prefix.trim_matches('/').is_empty() {
-        Some("must not contain an empty, . or .. segment: objects stay inside the bucket or directory")
-    } else {
-        None
-    }
+    let p = prefix.trim_matches('/');
+    (!p.is_empty() && crate::storage::check_key(p).is_err())
+        .then_some("must not contain an empty, . or .. segment or a backslash: objects stay inside the bucket or directory")
 }
 
 impl Config {

@@ -185,8 +185,8 @@ impl DatabaseConfig {
         if self.url.is_none() && self.host.is_none() {
             problems.add(format!("{path}.host"), "either `url` or `host` is required");
         }
-        for (key, url) in [("url", &self.url), ("read_replica.url", &self.read_replica.as_ref().and_then(|r| r.url.clone()))] {
-            if url.as_deref().is_some_and(|u| !is_postgres_url(u)) {
+        for (key, url) in [("url", self.url.as_deref()), ("read_replica.url", self.read_replica.as_ref().and_then(|r| r.url.as_deref()))] {
+            if url.is_some_and(|u| !is_postgres_url(u)) {
                 problems.add(format!("{path}.{key}"), "must be a postgres:// or postgresql:// URL");
             }
         }

@@ -37,12 +37,9 @@ pub async fn upload(store: &dyn ObjectStore, key: &str, body: Bytes) -> Result<S
 /// refused instead and its rows stay in the table. The same bytes are this claim's own earlier
 /// put whose answer was lost: stored again.
 pub async fn upload_new(store: &dyn ObjectStore, key: &str, body: Bytes, body_sha256: &[u8; 32]) -> Result<String, PipelineError> {
-    let head = (|| async { store.head(key).await }).retry(store_backoff()).when(StorageError::is_retryable).await?;
-    if head.is_some() {
-        let there = (|| async { store.get(key).await }).retry(store_backoff()).when(StorageError::is_retryable).await?;
-        if there.is_some_and(|b| sha256(&b) != *body_sha256) {
-            return Err(PipelineError::Occupied { key: key.to_string() });
-        }
+    let there = (|| async { store.get(key).await }).retry(store_backoff()).when(StorageError::is_retryable).await?;
+    if there.is_some_and(|b| sha256(&b) != *body_sha256) {
+        return Err(PipelineError::Occupied { key: key.to_string() });
     }
     Ok(upload(store, key, body).await?)
 }
