@@ -167,11 +167,8 @@ async fn tables_whose_names_print_alike_keep_apart() {
 #[tokio::test]
 async fn a_column_dropped_since_archiving_comes_back_into_a_new_table() {
     let (db, s3) = s3_and_db().await;
-    seeded(&db, 600).await;
-    let before = snapshot(&db, "audit_log").await;
-    let config = load(&test_config(&db, Storage::s3(&s3, "")).table(audit_table()));
-    assert!(run(&config, opts(2)).await.all_finished());
-    let archived = archived_since(&db, &before).await;
+    let (builder, archived) = archived_audit_log(&db, &s3, 600).await;
+    let config = load(&builder);
     assert!(archived.values().any(|r| r["user_agent"].is_string()));
     sqlx::query("ALTER TABLE audit_log DROP COLUMN user_agent").execute(&db.pool).await.unwrap();
     let into = RestoreArgs { into: Some("back.audit_log".into()), ..args(&db.name, "audit_log") };
@@ -182,11 +179,8 @@ async fn a_column_dropped_since_archiving_comes_back_into_a_new_table() {
 #[tokio::test]
 async fn only_the_rows_of_the_range_come_back_by_their_own_timestamps() {
     let (db, s3) = s3_and_db().await;
-    seeded(&db, 2000).await;
-    let before = snapshot(&db, "audit_log").await;
-    let config = load(&test_config(&db, Storage::s3(&s3, "")).table(audit_table()));
-    assert!(run(&config, opts(2)).await.all_finished());
-    let before = archived_since(&db, &before).await;
+    let (builder, before) = archived_audit_log(&db, &s3, 2000).await;
+    let config = load(&builder);
     let (from, to) = (
         chrono::Utc::now() - chrono::Duration::days(150),
         chrono::Utc::now() - chrono::Duration::days(120),
@@ -216,12 +210,8 @@ async fn only_the_rows_of_the_range_come_back_by_their_own_timestamps() {
 #[tokio::test]
 async fn a_restore_killed_mid_way_and_run_again_ends_in_the_same_table_without_duplicates() {
     let (db, s3) = s3_and_db().await;
-    seeded(&db, 3000).await;
-    let before = snapshot(&db, "audit_log").await;
-    let builder = test_config(&db, Storage::s3(&s3, "")).table(audit_table());
+    let (builder, before) = archived_audit_log(&db, &s3, 3000).await;
     let config = load(&builder);
-    assert!(run(&config, opts(2)).await.all_finished());
-    let before = archived_since(&db, &before).await;
     let (_dir, path) = config_file(&builder);
     let bin = env!("CARGO_BIN_EXE_archiver-coordinator");
     let cmd = [
@@ -452,12 +442,8 @@ async fn a_damaged_object_is_named_by_validate_and_refused_by_restore_unless_ski
 #[tokio::test]
 async fn validate_works_from_the_bucket_alone_when_the_checkpoint_store_is_gone() {
     let (db, s3) = s3_and_db().await;
-    seeded(&db, 800).await;
-    let before = snapshot(&db, "audit_log").await;
-    let builder = test_config(&db, Storage::s3(&s3, "")).table(audit_table());
-    let config = load(&builder);
-    assert!(run(&config, opts(2)).await.all_finished());
-    let archived_rows = archived_since(&db, &before).await.len() as i64;
+    let (_, archived) = archived_audit_log(&db, &s3, 800).await;
+    let archived_rows = archived.len() as i64;
     // The same archive, with the database unreachable.
     let gone = Database::new(
         &db.name,

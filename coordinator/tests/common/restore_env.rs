@@ -10,11 +10,22 @@ use archiver_coordinator::cli::RestoreArgs;
 use archiver_engine::config::Config;
 use archiver_engine::pipeline::{Hooks, PipelineError, Point};
 use archiver_proto::WorkItem;
-use archiver_testkit::TestDb;
+use archiver_testkit::config::{ConfigBuilder, Storage};
+use archiver_testkit::{S3Server, TestDb};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::snapshot;
+use super::{audit_table, load, opts, run, seeded, snapshot, test_config};
+
+/// Seeds `rows` rows of `audit_log`, archives the old ones to `s3`; the configuration and the
+/// archived rows as they were.
+pub async fn archived_audit_log(db: &TestDb, s3: &S3Server, rows: u64) -> (ConfigBuilder, BTreeMap<String, Value>) {
+    seeded(db, rows).await;
+    let before = snapshot(db, "audit_log").await;
+    let builder = test_config(db, Storage::s3(s3, "")).table(audit_table());
+    assert!(run(&load(&builder), opts(2)).await.all_finished());
+    (builder, archived_since(db, &before).await)
+}
 
 /// Rows of `table` as `row_to_json`, by `key`.
 pub async fn rows(db: &TestDb, table: &str, key: &str) -> BTreeMap<String, Value> {
