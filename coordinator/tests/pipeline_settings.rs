@@ -148,7 +148,7 @@ async fn a_read_connection_that_died_while_idle_fails_its_page_and_the_batch_is_
     let done = CancellationToken::new();
     // Idle connections whose last statement was a page read: the read pool's, between pages.
     let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                WHERE datname = current_database() AND state = 'idle' AND query LIKE 'SELECT array_agg(%'";
+                WHERE datname = current_database() AND state = 'idle' AND query LIKE '%.xmin::text AS x, %'";
     let killer = tokio::spawn({
         let (pool, done) = (db.pool.clone(), done.clone());
         async move {

@@ -1,6 +1,6 @@
 //! Encode: rows as JSON Lines into one compressed object body.
 //!
-//! Input: each row's JSON text, as PostgreSQL's `row_to_json` rendered it. Output: the compressed
+//! Input: each row's JSON text, as `row_to_json` would render it (see [`super::render`]). Output: the compressed
 //! body and its SHA-256. Invariant: the body decompresses to exactly the rows pushed, in order, one
 //! row per line; only the compressed bytes are held in memory.
 //!
@@ -17,9 +17,9 @@ use bytes::Bytes;
 
 use crate::storage::sha256;
 
-/// What a whole page's rows are joined by (`string_agg`): ASCII's record separator, which
-/// `row_to_json` never writes raw (it escapes control characters in text, and PostgreSQL refuses
-/// them in a JSON value except as whitespace, which this is not).
+/// What a page's rendered rows are joined by: ASCII's record separator, which a rendered row
+/// never holds raw (control characters in strings are escaped, and PostgreSQL refuses them in a
+/// JSON value except as whitespace, which this is not).
 pub const ROW_SEPARATOR: char = '\x1e';
 
 pub struct Encoder {

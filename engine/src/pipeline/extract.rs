@@ -8,21 +8,25 @@
 use archiver_proto::Partition;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::encode::{Encoded, Encoder, ROW_SEPARATOR};
+use super::render::{raw, Kind, Renderer};
 use crate::source::db::{qualified, quote_ident};
 use crate::source::table::TableInfo;
 
-/// The statements of a table's keyset scan (streamed and whole-page), its delete and its check of
-/// which keys are still present.
+/// The statements of a table's keyset scan, its delete and its check of which keys are still
+/// present, and how the scan's rows are rendered.
 #[derive(Debug, Clone)]
 pub struct TableSql {
-    first: String,
-    next: String,
-    /// The same two, each returning its page as one row (see `Batch::fetch_whole`).
-    first_whole: String,
-    next_whole: String,
+    scans: Scans,
+    /// The table's columns as [`TableInfo::inspect`] found them, each as `name type-oid`: every
+    /// page checks them (see [`ColumnsChanged`]).
+    shape: Vec<String>,
+    renderer: Renderer,
+    /// The table as messages name it.
+    label: String,
     /// The delete of a chunk: keys `$1`, row versions `$2`, and the held ranges as arrays of
     /// starts `$3` and ends `$4` (read from a checkpoint store in another database).
     pub delete: String,
@@ -33,9 +37,65 @@ pub struct TableSql {
     pub present: String,
 }
 
+/// The columns a page selects before the row's own: key, timestamp, row version (as text) and
+/// whether the table still has the columns it was inspected with.
+const KEY_COLUMNS: usize = 4;
+
+/// A page found the table's columns changed since the run inspected it: the rows would be
+/// archived without a column added since (and deleted), so the batch stops before it is stored.
+#[derive(Debug, thiserror::Error)]
+#[error("the columns of {table} changed while it was being archived; nothing of this batch was stored or deleted. Run again: the next run reads the new columns")]
+pub struct ColumnsChanged {
+    pub table: String,
+}
+
+/// A page's statements: the first of a window (`$1` start, `$2` end, `$3` limit, `$4` the
+/// columns expected), and the next after a row (`$1` its timestamp, `$2` end, `$3` limit, `$4` its
+/// key, `$5` the window's start, `$6` the columns expected).
+#[derive(Debug, Clone)]
+struct Scans {
+    first: String,
+    next: String,
+}
+
+impl Scans {
+    fn new(info: &TableInfo, renderer: &Renderer, alias: &str) -> Self {
+        let s = &info.settings;
+        let t = qualified(&s.schema, &s.table);
+        let ts = format!("{alias}.{}", quote_ident(&s.timestamp_column));
+        let pk = format!("{alias}.{}", quote_ident(&s.primary_key));
+        // Columns the archiver renders come in binary; the others as the server's `to_json`.
+        let values: Vec<String> = renderer
+            .kinds()
+            .enumerate()
+            .map(|(i, (name, kind))| match kind {
+                Kind::Server => format!(", to_json({alias}.{})::text AS v{i}", quote_ident(name)),
+                _ => format!(", {alias}.{} AS v{i}", quote_ident(name)),
+            })
+            .collect();
+        let check = |n: usize| {
+            format!(
+                "(SELECT coalesce(array_agg(attname::text || ' ' || atttypid::text ORDER BY attnum), '{{}}') FROM pg_attribute
+                  WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped) = ${n}::text[] AS c",
+                info.oid
+            )
+        };
+        let cols = |n: usize| format!("{pk}::text AS p, {ts}::text AS s, {alias}.xmin::text AS x, {}{}", check(n), values.concat());
+        let order = format!("ORDER BY {ts}, {pk} LIMIT $3");
+        let (tt, pt) = (&info.ts_type, &info.pk_type);
+        let first = format!("WHERE {ts} >= $1 AND {ts} < $2 {order}");
+        // The plain `>=` on the timestamp lets a single-column index on it bound the scan;
+        // `$5` is the window's start, which may lie past the last row read (a hold skipped).
+        let next = format!("WHERE {ts} >= $1::text::{tt} AND {ts} >= $5 AND {ts} < $2 AND ({ts}, {pk}) > ($1::text::{tt}, $4::text::{pt}) {order}");
+        Scans {
+            first: format!("SELECT {} FROM {t} AS {alias} {first}", cols(4)),
+            next: format!("SELECT {} FROM {t} AS {alias} {next}", cols(6)),
+        }
+    }
+}
+
 /// The table's alias in the statements: `__archiver_row`, lengthened until no column has that
-/// name. `row_to_json(alias)` takes a column of the alias's name for the whole row: the archive
-/// would hold that column's value instead of the row.
+/// name (a name the statements could confuse with a column).
 fn row_alias(info: &TableInfo) -> String {
     let mut alias = String::from("__archiver_row");
     while info.columns.iter().any(|c| c.name == alias) {
@@ -45,6 +105,10 @@ fn row_alias(info: &TableInfo) -> String {
 }
 
 impl TableSql {
+    fn columns_changed(&self) -> sqlx::Error {
+        sqlx::Error::Decode(Box::new(ColumnsChanged { table: self.label.clone() }))
+    }
+
     /// `local_holds`: the checkpoint store's `holds` table, when it lives in the source database.
     pub fn new(info: &TableInfo, local_holds: Option<&str>) -> Self {
         let s = &info.settings;
@@ -52,19 +116,9 @@ impl TableSql {
         let alias = row_alias(info);
         let ts = format!("{alias}.{}", quote_ident(&s.timestamp_column));
         let pk = format!("{alias}.{}", quote_ident(&s.primary_key));
-        let cols = format!("{pk}::text AS p, {ts}::text AS s, {alias}.xmin::text AS x, row_to_json({alias})::text AS j");
-        let select = format!("SELECT {cols} FROM {t} AS {alias}");
-        // A whole page as one row: the server renders the page before it sends any of it, so the
-        // client's decoding never runs beside the server's scan (see `Batch::fetch_whole`).
-        let whole_page = |select_where: &str| {
-            let (by, sep) = ("ORDER BY o1, o2", ROW_SEPARATOR as u8);
-            format!(
-                "SELECT array_agg(p {by}), array_agg(s {by}), array_agg(x {by}), string_agg(j, E'\\x{sep:02x}' {by})
-                 FROM (SELECT {ts} AS o1, {pk} AS o2, {cols} FROM {t} AS {alias} {select_where}) AS page"
-            )
-        };
-        let order = format!("ORDER BY {ts}, {pk} LIMIT $3");
-        let (tt, pt) = (&info.ts_type, &info.pk_type);
+        let renderer = Renderer::new(info.columns.iter().map(|c| c.name.as_str()).zip(info.type_oids.iter().copied()));
+        let scans = Scans::new(info, &renderer, &alias);
+        let pt = &info.pk_type;
         // Rows in a range under an active legal hold are never deleted (the clause added below).
         let delete = format!(
             "DELETE FROM {t} AS {alias}
@@ -72,15 +126,11 @@ impl TableSql {
                           ARRAY(SELECT json_array_elements_text($2::json))) AS k(pk, x)
              WHERE {pk} = k.pk::{pt} AND {alias}.xmin = k.x::xid"
         );
-        let first = format!("WHERE {ts} >= $1 AND {ts} < $2 {order}");
-        // The plain `>=` on the timestamp lets a single-column index on it bound the scan;
-        // `$5` is the window's start, which may lie past the last row read (a hold skipped).
-        let next = format!("WHERE {ts} >= $1::text::{tt} AND {ts} >= $5 AND {ts} < $2 AND ({ts}, {pk}) > ($1::text::{tt}, $4::text::{pt}) {order}");
         TableSql {
-            first: format!("{select} {first}"),
-            next: format!("{select} {next}"),
-            first_whole: whole_page(&first),
-            next_whole: whole_page(&next),
+            scans,
+            shape: info.columns.iter().zip(&info.type_oids).map(|(c, oid)| format!("{} {oid}", c.name)).collect(),
+            renderer,
+            label: info.label(),
             // Each holds clause first asks, once per statement, whether the table has any active
             // hold at all; only then is each row checked against the held ranges (a per-row check
             // costs a big delete about a tenth of its time, and holds are rare).
@@ -172,15 +222,6 @@ pub struct Page<'a> {
     pub limit: u32,
 }
 
-/// A page as [`Batch::fetch_whole`] fetched it: keys, timestamps and row versions in order, and
-/// the rows' JSON joined by [`ROW_SEPARATOR`] (all None when the page is empty).
-pub struct WholePage {
-    pks: Option<Vec<String>>,
-    tss: Option<Vec<String>>,
-    xmins: Option<Vec<String>>,
-    lines: Option<String>,
-}
-
 /// A batch being read page by page: each page's rows are encoded (as they stream in, or once a
 /// whole page is fetched), with their keys and row versions, until the batch is full or its
 /// window has no more rows.
@@ -208,48 +249,64 @@ impl Batch {
     }
 
     /// Reads up to `limit` more rows of `window` (after `after`, or after this batch's last row)
-    /// into the batch, encoding them as they arrive: the server's scan and the client's encoding
-    /// run at once (fastest, and a big page is never held whole in memory). Returns how many it
-    /// read (fewer than `limit`: the window is exhausted).
+    /// into the batch, rendering and encoding them as they arrive: the server's scan and the
+    /// client's work run at once (fastest, and a big page is never held whole in memory).
+    /// Returns how many it read (fewer than `limit`: the window is exhausted).
     pub async fn read_page(&mut self, conn: &mut PgConnection, sql: &TableSql, page: Page<'_>) -> Result<usize, sqlx::Error> {
-        let mut rows = self.query(&sql.first, &sql.next, page).fetch(conn);
+        let mut rows = Self::query(self.after(page.after).cloned(), sql, page).fetch(conn);
         let mut read = 0;
+        let mut line = String::new();
         while let Some(row) = rows.try_next().await? {
-            self.encoder.push(row.try_get(3)?);
-            self.add(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            line.clear();
+            self.add_row(sql, &row, &mut line)?;
+            self.encoder.push(&line);
             read += 1;
         }
         Ok(read)
     }
 
-    /// Fetches a page as one row, rendered by the server before it sends any of it; the caller
-    /// adds it to the batch ([`Batch::add_whole`]) after the statement. The server's scan and
-    /// the client's decoding take turns, so a page keeps at most one core busy at a time, and
-    /// the page's database time is the server's alone (the governor's small pages).
-    pub async fn fetch_whole(&self, conn: &mut PgConnection, sql: &TableSql, page: Page<'_>) -> Result<WholePage, sqlx::Error> {
-        let row = self.query(&sql.first_whole, &sql.next_whole, page).fetch_one(conn).await?;
-        Ok(WholePage { pks: row.try_get(0)?, tss: row.try_get(1)?, xmins: row.try_get(2)?, lines: row.try_get(3)? })
+    /// Fetches a page whole, before any of it is rendered; the caller adds it to the batch
+    /// ([`Batch::add_page`]) after the statement, so the page's timed database time holds none
+    /// of the client's rendering and compression (the governor's small pages).
+    pub async fn fetch_page(&self, conn: &mut PgConnection, sql: &TableSql, page: Page<'_>) -> Result<Vec<PgRow>, sqlx::Error> {
+        Self::query(self.after(page.after).cloned(), sql, page).fetch_all(conn).await
     }
 
-    /// Adds a page [`Batch::fetch_whole`] fetched; returns its rows.
-    pub fn add_whole(&mut self, page: WholePage) -> usize {
-        let (Some(pks), Some(tss), Some(xmins), Some(lines)) = (page.pks, page.tss, page.xmins, page.lines) else {
-            return 0;
-        };
-        self.encoder.push_rows_joined(&lines, pks.len());
-        for ((pk, ts), xmin) in pks.iter().zip(&tss).zip(&xmins) {
-            self.add(pk, ts, xmin);
+    /// Renders and encodes a page [`Batch::fetch_page`] fetched; returns its rows.
+    pub fn add_page(&mut self, sql: &TableSql, rows: &[PgRow]) -> Result<usize, sqlx::Error> {
+        let mut lines = String::new();
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                lines.push(ROW_SEPARATOR);
+            }
+            self.add_row(sql, row, &mut lines)?;
         }
-        pks.len()
+        if !rows.is_empty() {
+            self.encoder.push_rows_joined(&lines, rows.len());
+        }
+        Ok(rows.len())
     }
 
-    fn query<'q>(&self, first: &'q str, next: &'q str, page: Page<'q>) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    /// Adds a row's key, timestamp and version, and appends its JSON to `out`; fails if the
+    /// table's columns changed since it was inspected, or a value cannot be rendered.
+    fn add_row(&mut self, sql: &TableSql, row: &PgRow, out: &mut String) -> Result<(), sqlx::Error> {
+        if !row.try_get::<bool, _>(3)? {
+            return Err(sql.columns_changed());
+        }
+        let values = (KEY_COLUMNS..row.len()).map(|i| raw(row, i)).collect::<Result<Vec<_>, _>>()?;
+        sql.renderer.render(values, out).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        self.add(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        Ok(())
+    }
+
+    fn query<'q>(after: Option<(String, String)>, sql: &'q TableSql, page: Page<'q>) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
         let (window, limit) = (page.window, page.limit as i64);
-        match self.after(page.after).cloned() {
-            None => sqlx::query(first).bind(window.start).bind(window.end).bind(limit),
-            Some((ts, pk)) => sqlx::query(next).bind(ts).bind(window.end).bind(limit).bind(pk).bind(window.start),
+        match after {
+            None => sqlx::query(&sql.scans.first).bind(window.start).bind(window.end).bind(limit).bind(&sql.shape),
+            Some((ts, pk)) => sqlx::query(&sql.scans.next).bind(ts).bind(window.end).bind(limit).bind(pk).bind(window.start).bind(&sql.shape),
         }
     }
+
 
     /// Adds a row's key, timestamp and version (its JSON is already encoded).
     fn add(&mut self, pk: &str, ts: &str, xmin: &str) {

@@ -15,6 +15,7 @@ pub mod faults;
 mod manifest;
 mod producer;
 mod record;
+pub mod render;
 mod spans;
 pub mod upload;
 pub mod verify;

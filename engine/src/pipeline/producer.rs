@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
 use super::encode::Encoder;
-use super::extract::{Batch, Extracted, Page, TableSql, WholePage, Window};
+use super::extract::{Batch, Extracted, Page, TableSql, Window};
 use super::spans::{batch_span, stage};
 use super::PipelineError;
 use crate::source::table::TableInfo;
@@ -190,7 +190,7 @@ impl Producer {
             let page_read = async {
                 let mut conn = self.source.read_pool.acquire().await?;
                 Ok::<_, sqlx::Error>(if governor.enabled() {
-                    Fetched::Whole(batch.fetch_whole(&mut conn, &self.sql, rows).await?)
+                    Fetched::Whole(batch.fetch_page(&mut conn, &self.sql, rows).await?)
                 } else {
                     Fetched::Streamed(batch.read_page(&mut conn, &self.sql, rows).await?)
                 })
@@ -198,7 +198,7 @@ impl Producer {
             let fetched = page_read.instrument(tracing::debug_span!("page", rows = want)).await?;
             let took = started.elapsed();
             let read = match fetched {
-                Fetched::Whole(page) => batch.add_whole(page),
+                Fetched::Whole(page) => batch.add_page(&self.sql, &page)?,
                 Fetched::Streamed(read) => read,
             };
             governor.spent(took);
@@ -218,6 +218,6 @@ impl Producer {
 /// A page read: whole (the governor's small pages, decoded after the read's statement) or
 /// streamed into the batch (governor off).
 enum Fetched {
-    Whole(WholePage),
+    Whole(Vec<sqlx::postgres::PgRow>),
     Streamed(usize),
 }

@@ -20,6 +20,10 @@ pub struct TableInfo {
     pub ts_type: String,
     /// `format_type` of the primary-key column.
     pub pk_type: String,
+    /// Each column's type (`pg_attribute.atttypid`), in the order of `columns`.
+    pub type_oids: Vec<u32>,
+    /// The table's `pg_class` oid.
+    pub oid: u32,
 }
 
 /// Why a table cannot be archived.
@@ -57,8 +61,8 @@ impl TableInfo {
                 return Err(invalid(problem));
             }
         }
-        let cols: Vec<(String, String, i16, bool)> = sqlx::query_as(
-            "SELECT attname::text, format_type(atttypid, atttypmod), attnum, attnotnull FROM pg_attribute
+        let cols: Vec<(String, String, i16, bool, sqlx::postgres::types::Oid)> = sqlx::query_as(
+            "SELECT attname::text, format_type(atttypid, atttypmod), attnum, attnotnull, atttypid FROM pg_attribute
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         )
         .bind(oid)
@@ -107,6 +111,8 @@ impl TableInfo {
             ts_type: ts.1.clone(),
             pk_type: pk.1.clone(),
             columns: cols.iter().map(|c| Column { name: c.0.clone(), type_name: c.1.clone() }).collect(),
+            type_oids: cols.iter().map(|c| c.4 .0).collect(),
+            oid: oid.0,
         })
     }
 
