@@ -59,11 +59,8 @@ struct Scans {
 }
 
 impl Scans {
-    fn new(info: &TableInfo, renderer: &Renderer, alias: &str) -> Self {
-        let s = &info.settings;
-        let t = qualified(&s.schema, &s.table);
-        let ts = format!("{alias}.{}", quote_ident(&s.timestamp_column));
-        let pk = format!("{alias}.{}", quote_ident(&s.primary_key));
+    /// `t`: the table, `alias` its alias, `ts` and `pk` its timestamp and key under that alias.
+    fn new(info: &TableInfo, renderer: &Renderer, [t, alias, ts, pk]: [&str; 4]) -> Self {
         // Columns the archiver renders come in binary; the others as the server's `to_json`.
         let values: Vec<String> = renderer
             .kinds()
@@ -117,7 +114,7 @@ impl TableSql {
         let ts = format!("{alias}.{}", quote_ident(&s.timestamp_column));
         let pk = format!("{alias}.{}", quote_ident(&s.primary_key));
         let renderer = Renderer::new(info.columns.iter().map(|c| c.name.as_str()).zip(info.type_oids.iter().copied()));
-        let scans = Scans::new(info, &renderer, &alias);
+        let scans = Scans::new(info, &renderer, [&t, &alias, &ts, &pk]);
         let pt = &info.pk_type;
         // Rows in a range under an active legal hold are never deleted (the clause added below).
         let delete = format!(
@@ -306,7 +303,6 @@ impl Batch {
             Some((ts, pk)) => sqlx::query(&sql.scans.next).bind(ts).bind(window.end).bind(limit).bind(pk).bind(window.start).bind(&sql.shape),
         }
     }
-
 
     /// Adds a row's key, timestamp and version (its JSON is already encoded).
     fn add(&mut self, pk: &str, ts: &str, xmin: &str) {
